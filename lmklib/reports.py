@@ -1,0 +1,208 @@
+"""What a notebook writes into its report: figures, tables, headline numbers; all atomically.
+
+A notebook calls :func:`init` once (after its parameters cell), then :func:`save_figure`,
+:func:`save_table` and :func:`record`. Under ``lmk reproduce`` the runner points
+``$LMK_REPORT_DIR`` at a temporary folder that replaces ``reports/<name>/`` only when the whole
+notebook succeeded; run by hand, a notebook writes to ``reports/_scratch/<name>/`` so a complete
+report is never half-overwritten.
+
+Report layout::
+
+    <name>.ipynb   executed notebook (written by the runner)
+    figures/*.png  tables/*.csv + tables/*.md
+    results.json   {"notebook", "params", "results": {key: {value, unit, paper, ...}}}
+    manifest.json  provenance (written by the runner)
+
+Paper values are never typed into notebooks: they live in ``lmklib/paper_values/<paper>.csv``
+(columns ``key,value,unit,source,note``; ``source`` names the table or figure) and are fetched
+with :func:`paper_value`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .paths import PAPER_VALUES_DIR, reports_root
+
+_state: dict[str, Any] = {"dir": None, "name": None, "results": {}, "params": {}}
+
+
+# --------------------------------------------------------------------------- atomic writes
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename:
+    readers see the old file or the new one, never a partial one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def _jsonable(obj: Any) -> Any:
+    """Convert numpy/torch scalars, paths and non-finite floats into JSON-safe values."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 0) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if hasattr(obj, "tolist"):
+        return _jsonable(obj.tolist())
+    return str(obj)
+
+
+# --------------------------------------------------------------------------- paper values
+@dataclass(frozen=True)
+class PaperValue:
+    """A number reported in a paper, with where it was reported."""
+
+    paper: str
+    key: str
+    value: float
+    unit: str
+    source: str
+    note: str = ""
+
+
+@lru_cache(maxsize=None)
+def paper_values(paper: str) -> dict[str, PaperValue]:
+    """All values of ``lmklib/paper_values/<paper>.csv`` by key."""
+    import csv
+
+    path = PAPER_VALUES_DIR / f"{paper}.csv"
+    if not path.is_file():
+        known = sorted(p.stem for p in PAPER_VALUES_DIR.glob("*.csv"))
+        raise FileNotFoundError(f"no paper-value file {path}; known papers: {known}")
+    out = {}
+    with open(path, encoding="utf-8", newline="") as f:
+        for lineno, row in enumerate(csv.DictReader(f), start=2):
+            missing = {"key", "value", "unit", "source"} - {k for k, v in row.items() if v}
+            if missing:
+                raise ValueError(f"{path}, line {lineno}: missing {sorted(missing)}")
+            out[row["key"]] = PaperValue(paper, row["key"], float(row["value"]), row["unit"],
+                                         row["source"], row.get("note") or "")
+    return out
+
+
+def paper_value(paper: str, key: str) -> PaperValue:
+    """One paper value; a missing key raises ``KeyError`` listing the valid keys."""
+    values = paper_values(paper)
+    if key not in values:
+        raise KeyError(f"{paper}: no paper value {key!r}; valid: {sorted(values)}")
+    return values[key]
+
+
+# --------------------------------------------------------------------------- the report
+def init(name: str, **params: Any) -> Path:
+    """Start (or restart) the report of notebook ``name``; ``params`` are saved with it.
+
+    Returns the folder being written: ``$LMK_REPORT_DIR`` under the runner, else
+    ``reports/_scratch/<name>``.
+    """
+    env = os.environ.get("LMK_REPORT_DIR")
+    folder = Path(env) if env else reports_root() / "_scratch" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    _state.update(dir=folder, name=name, results={}, params=_jsonable(params))
+    _flush()
+    return folder
+
+
+def report_dir() -> Path:
+    if _state["dir"] is None:
+        raise RuntimeError("call lmklib.reports.init(name, **params) first")
+    return _state["dir"]
+
+
+def _flush() -> None:
+    atomic_write_json(report_dir() / "results.json",
+                      {"notebook": _state["name"], "params": _state["params"],
+                       "results": _state["results"]})
+
+
+def save_figure(fig, name: str, caption: str = "", dpi: int = 110) -> Path:
+    """Save a matplotlib figure as ``figures/<name>.png`` (atomically) and return the path."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    path = atomic_write_bytes(report_dir() / "figures" / f"{name}.png", buf.getvalue())
+    _state.setdefault("figures", {})[name] = caption
+    return path
+
+
+def save_table(df, name: str, caption: str = "", index: bool = False,
+               floatfmt: str = ".4g") -> Path:
+    """Save a DataFrame as ``tables/<name>.csv`` and ``tables/<name>.md``; returns the csv path."""
+    folder = report_dir() / "tables"
+    path = atomic_write_text(folder / f"{name}.csv", df.to_csv(index=index))
+    md = (f"{caption}\n\n" if caption else "") + dataframe_to_markdown(df, index, floatfmt)
+    atomic_write_text(folder / f"{name}.md", md + "\n")
+    return path
+
+
+def dataframe_to_markdown(df, index: bool = False, floatfmt: str = ".4g") -> str:
+    """A GitHub-style markdown table (no `tabulate` dependency)."""
+    frame = df.reset_index() if index else df
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else format(v, floatfmt)
+        return str(v).replace("|", "\\|")
+
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    rows = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def record(name: str, value: float, paper: PaperValue | None = None, unit: str = "",
+           dataset: str = "", norm: str = "", headline: bool = True, note: str = "") -> dict:
+    """Record one number of the report in ``results.json``.
+
+    Args:
+        name: a stable key, e.g. ``"nme_stage3"``.
+        value: our measured value (computed, never typed in).
+        paper: the paper's value for the same quantity, from :func:`paper_value`.
+        unit: ``"%"``, ``"px"``, ``"ms"``, ...
+        dataset, norm: what the number was measured on and how it was normalised.
+        headline: show it in ``reports/README.md``.
+    """
+    if paper is not None and not isinstance(paper, PaperValue):
+        raise TypeError("paper must come from lmklib.reports.paper_value(paper, key) so that its "
+                        "source travels with it; got " + type(paper).__name__)
+    entry = {"value": _jsonable(value), "unit": unit or (paper.unit if paper else ""),
+             "dataset": dataset, "norm": norm, "profile": _state["params"].get("profile", ""),
+             "headline": headline, "note": note,
+             "paper": asdict(paper) if paper is not None else None}
+    _state["results"][name] = entry
+    _flush()
+    return entry
