@@ -31,7 +31,8 @@ from typing import Any
 
 from .paths import PAPER_VALUES_DIR, reports_root
 
-_state: dict[str, Any] = {"dir": None, "name": None, "results": {}, "params": {}}
+_state: dict[str, Any] = {"dir": None, "name": None, "results": {}, "params": {}, "figures": {},
+                         "tables": {}}
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -131,7 +132,7 @@ def init(name: str, **params: Any) -> Path:
     env = os.environ.get("LMK_REPORT_DIR")
     folder = Path(env) if env else reports_root() / "_scratch" / name
     folder.mkdir(parents=True, exist_ok=True)
-    _state.update(dir=folder, name=name, results={}, params=_jsonable(params))
+    _state.update(dir=folder, name=name, results={}, params=_jsonable(params), figures={}, tables={})
     _flush()
     return folder
 
@@ -145,7 +146,8 @@ def report_dir() -> Path:
 def _flush() -> None:
     atomic_write_json(report_dir() / "results.json",
                       {"notebook": _state["name"], "params": _state["params"],
-                       "results": _state["results"]})
+                       "results": _state["results"], "figures": _state["figures"],
+                       "tables": _state["tables"]})
 
 
 def save_figure(fig, name: str, caption: str = "", dpi: int = 110) -> Path:
@@ -155,7 +157,8 @@ def save_figure(fig, name: str, caption: str = "", dpi: int = 110) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     path = atomic_write_bytes(report_dir() / "figures" / f"{name}.png", buf.getvalue())
-    _state.setdefault("figures", {})[name] = caption
+    _state["figures"][name] = caption
+    _flush()
     return path
 
 
@@ -166,6 +169,8 @@ def save_table(df, name: str, caption: str = "", index: bool = False,
     path = atomic_write_text(folder / f"{name}.csv", df.to_csv(index=index))
     md = (f"{caption}\n\n" if caption else "") + dataframe_to_markdown(df, index, floatfmt)
     atomic_write_text(folder / f"{name}.md", md + "\n")
+    _state["tables"][name] = caption
+    _flush()
     return path
 
 

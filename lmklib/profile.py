@@ -1,0 +1,126 @@
+"""Model cost: parameter counts, storage, FLOPs and CPU latency.
+
+Parameter counts follow the papers' conventions: ``biases=False`` counts only weights (as the
+CCNN paper's Table 2 does). Storage is 32 bits per full-precision parameter and 1 bit per binary
+one; a module marks its binary parameters by listing their names in ``binary_weight_names``
+(e.g. ``("weight",)`` on an XNOR or ACN convolution).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _is_bias(name: str) -> bool:
+    return name == "bias" or name.endswith(".bias")
+
+
+def count_parameters(model: nn.Module, biases: bool = True, trainable_only: bool = False) -> int:
+    """Number of parameters; ``biases=False`` leaves out every parameter named ``bias``."""
+    return sum(p.numel() for n, p in model.named_parameters()
+               if (biases or not _is_bias(n)) and (p.requires_grad or not trainable_only))
+
+
+def parameter_table(model: nn.Module, biases: bool = True) -> "pd.DataFrame":
+    """One row per leaf module with parameters: name, type, parameter count (and shape)."""
+    import pandas as pd
+
+    rows = []
+    for name, m in model.named_modules():
+        own = [(n, p) for n, p in m.named_parameters(recurse=False) if biases or not _is_bias(n)]
+        if own:
+            rows.append({"layer": name, "type": type(m).__name__,
+                         "params": sum(p.numel() for _, p in own),
+                         "weight_shape": tuple(getattr(m, "weight", torch.empty(0)).shape)})
+    return pd.DataFrame(rows)
+
+
+def storage_bits(model: nn.Module, full_precision_bits: int = 32) -> int:
+    """Storage in bits: 1 bit per parameter a module lists in ``binary_weight_names``,
+    ``full_precision_bits`` for every other parameter."""
+    total = 0
+    for m in model.modules():
+        binary = set(getattr(m, "binary_weight_names", ()))
+        for n, p in m.named_parameters(recurse=False):
+            total += p.numel() * (1 if n in binary else full_precision_bits)
+    return total
+
+
+def model_size_bytes(model: nn.Module, biases: bool = True, bits_per_param: int = 32) -> int:
+    """Size in bytes at ``bits_per_param`` per parameter (4 bytes each for float32)."""
+    return count_parameters(model, biases) * bits_per_param // 8
+
+
+def flops(model: nn.Module, *inputs: torch.Tensor) -> int:
+    """Floating-point operations of one forward pass, counted by ``torch.utils.flop_counter``
+    (a multiply-add counts as 2; element-wise ops are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(*inputs)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+@dataclass
+class Latency:
+    """Per-call wall-clock latency in milliseconds over ``runs`` timed calls."""
+
+    batch: int
+    threads: int
+    median_ms: float
+    p90_ms: float
+    per_item_ms: float
+    runs: int
+
+
+def latency(model: nn.Module, example: torch.Tensor, threads: int = 1, warmup: int = 5,
+            runs: int = 30, min_seconds: float = 0.0) -> Latency:
+    """Time ``model(example)`` on the CPU with ``threads`` intra-op threads (no grad, eval mode).
+
+    The thread setting is restored afterwards. ``per_item_ms`` = median / batch size.
+    """
+    old_threads = torch.get_num_threads()
+    was_training = model.training
+    model.eval()
+    torch.set_num_threads(threads)
+    times = []
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(example)
+            start = time.perf_counter()
+            while len(times) < runs or time.perf_counter() - start < min_seconds:
+                t0 = time.perf_counter()
+                model(example)
+                times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        torch.set_num_threads(old_threads)
+        model.train(was_training)
+    t = np.array(times)
+    med = float(np.median(t))
+    return Latency(batch=int(example.shape[0]), threads=threads, median_ms=med,
+                   p90_ms=float(np.percentile(t, 90)), per_item_ms=med / example.shape[0],
+                   runs=len(t))
+
+
+def latency_table(model: nn.Module, example_one: torch.Tensor, batch: int = 32,
+                  threads: tuple[int, ...] = (1, 2), **kwargs) -> "pd.DataFrame":
+    """Latency at batch 1 and batch ``batch`` for each thread count, as a DataFrame."""
+    import pandas as pd
+
+    rows = []
+    for n in threads:
+        for b in (1, batch):
+            x = example_one.expand(b, *example_one.shape[1:]).contiguous()
+            rows.append(vars(latency(model, x, threads=n, **kwargs)))
+    return pd.DataFrame(rows)

@@ -1,0 +1,51 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from lmklib.paths import REPO_ROOT
+
+
+def _real_root() -> Path | None:
+    env = os.environ.get("LMK_DATA_ROOT")
+    for cand in ([Path(env)] if env else []) + [REPO_ROOT.parent / "shared" / "data"]:
+        if cand.is_dir():
+            return cand.resolve()
+    return None
+
+
+@pytest.fixture(scope="session")
+def real_data_root() -> Path:
+    """The folder holding the real data (``$LMK_DATA_ROOT`` or ``../shared/data``); skips if absent."""
+    root = _real_root()
+    if root is None:
+        pytest.skip("real data not available (set LMK_DATA_ROOT or provide ../shared/data)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def cuhk_root(real_data_root: Path) -> Path:
+    root = real_data_root / "cuhk_5pt"
+    if not (root / "trainImageList.txt").is_file():
+        pytest.skip(f"CUHK 5-point data not found under {real_data_root}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def w300_root(real_data_root: Path) -> Path:
+    for name in ("300w", "300w_subset", "300W"):
+        if (real_data_root / name).is_dir():
+            return real_data_root / name
+    pytest.skip(f"300-W data not found under {real_data_root}")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_reports(tmp_path_factory, monkeypatch):
+    """No test writes into the repository's reports/ or .cache/ by accident."""
+    monkeypatch.setenv("LMK_REPORTS_ROOT", str(tmp_path_factory.mktemp("reports")))
+    monkeypatch.setenv("LMK_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("LMK_REPORT_DIR", raising=False)

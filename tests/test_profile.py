@@ -1,0 +1,52 @@
+"""Parameter counts, storage and FLOPs of small layers whose answers are known by hand."""
+
+import pytest
+import torch
+from torch import nn
+
+from lmklib import profile
+
+
+def test_conv_and_linear_counts():
+    conv = nn.Conv2d(3, 20, 4)          # 20*3*4*4 = 960 weights + 20 biases
+    assert profile.count_parameters(conv) == 980
+    assert profile.count_parameters(conv, biases=False) == 960
+    net = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.Linear(10, 2))
+    assert profile.count_parameters(net) == 980 + 22
+    assert profile.count_parameters(net, biases=False) == 960 + 20
+    assert profile.model_size_bytes(net) == (980 + 22) * 4
+
+
+def test_parameter_table_lists_each_layer():
+    net = nn.Sequential(nn.Conv2d(3, 20, 4, bias=False), nn.Linear(5, 7))
+    table = profile.parameter_table(net, biases=False)
+    assert table["params"].tolist() == [960, 35]
+
+
+class Binary(nn.Linear):
+    binary_weight_names = ("weight",)
+
+
+def test_storage_bits_counts_binary_weights_as_one_bit():
+    net = nn.Sequential(Binary(8, 4), nn.Linear(4, 2))
+    # 32 binary weights (1 bit), 4 float biases, 8+2 float params of the second layer
+    assert profile.storage_bits(net) == 32 * 1 + 4 * 32 + 10 * 32
+
+
+def test_flops_of_known_layers():
+    x = torch.zeros(1, 3, 39, 39)
+    conv = nn.Conv2d(3, 20, 4)   # output 36x36, each output 3*4*4 MACs -> 2 FLOPs per MAC
+    assert profile.flops(conv, x) == 2 * 20 * 36 * 36 * 3 * 4 * 4
+    lin = nn.Linear(120, 10)
+    assert profile.flops(lin, torch.zeros(5, 120)) == 2 * 5 * 120 * 10
+
+
+def test_latency_restores_threads_and_reports_batch():
+    before = torch.get_num_threads()
+    lat = profile.latency(nn.Linear(4, 2), torch.zeros(8, 4), threads=1, warmup=1, runs=5)
+    assert torch.get_num_threads() == before
+    assert lat.batch == 8 and lat.runs == 5 and lat.p90_ms >= lat.median_ms > 0
+    assert lat.per_item_ms == pytest.approx(lat.median_ms / 8)
+    table = profile.latency_table(nn.Linear(4, 2), torch.zeros(1, 4), batch=4, threads=(1,),
+                                  warmup=1, runs=3)
+    assert table["batch"].tolist() == [1, 4]

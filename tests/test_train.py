@@ -1,0 +1,82 @@
+"""The shared training loop: determinism and exact resume."""
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lmklib import train
+
+
+def make_run(tmp_path, name):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 6, generator=g)
+    y = x @ torch.randn(6, 2, generator=g)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True)
+    torch.manual_seed(123)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
+
+    def loss_fn(m, batch):
+        xb, yb = batch
+        loss = nn.functional.mse_loss(m(xb), yb)
+        return loss, {"abs": float((m(xb) - yb).abs().mean().detach())}
+
+    def val_fn(m):
+        return {"mse": float(nn.functional.mse_loss(m(x), y))}
+
+    kwargs = dict(scheduler=sched, val_fn=val_fn, seed=7, checkpoint=tmp_path / f"{name}.pt",
+                  progress=False)
+    return model, loader, loss_fn, opt, kwargs
+
+
+def test_history_columns_and_learning(tmp_path):
+    model, loader, loss_fn, opt, kw = make_run(tmp_path, "a")
+    hist = train.fit(model, loader, loss_fn, opt, 6, **kw)
+    assert list(hist["epoch"]) == list(range(6))
+    assert {"train_loss", "abs", "val_mse", "lr", "seconds"} <= set(hist.columns)
+    assert hist["val_mse"].iloc[-1] < hist["val_mse"].iloc[0]
+    assert hist["lr"].tolist() == pytest.approx([0.05] * 2 + [0.025] * 3 + [0.0125])
+
+
+def test_resume_after_kill_gives_identical_weights(tmp_path):
+    m1, l1, f1, o1, kw1 = make_run(tmp_path, "straight")
+    train.fit(m1, l1, f1, o1, 6, **kw1)
+
+    # "killed" after 2 epochs ...
+    m2, l2, f2, o2, kw2 = make_run(tmp_path, "resumed")
+    train.fit(m2, l2, f2, o2, 6, stop_after=2, **kw2)
+    # ... restarted in a fresh process-like state (new model, optimizer, scheduler, RNG noise)
+    torch.manual_seed(999)
+    m3, l3, f3, o3, kw3 = make_run(tmp_path, "resumed")
+    hist = train.fit(m3, l3, f3, o3, 6, **kw3)
+    assert list(hist["epoch"]) == list(range(6))
+    for (n, a), b in zip(m1.state_dict().items(), m3.state_dict().values()):
+        assert torch.equal(a, b), n
+
+
+def test_same_seed_same_numbers(tmp_path):
+    h = []
+    for name in ("x", "y"):
+        model, loader, loss_fn, opt, kw = make_run(tmp_path, name)
+        h.append(train.fit(model, loader, loss_fn, opt, 3, **kw)["train_loss"].tolist())
+    assert h[0] == h[1]
+
+
+def test_corrupt_checkpoint_is_named(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt"):
+        train.load_checkpoint(bad)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        train.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_nan_loss_stops_with_a_message(tmp_path):
+    model = nn.Linear(2, 1)
+    loader = [(torch.tensor([[float("nan"), 0.0]]), torch.zeros(1, 1))]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(FloatingPointError, match="epoch 0"):
+        train.fit(model, loader, lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]), opt, 1,
+                  progress=False)
