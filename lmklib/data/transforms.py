@@ -253,7 +253,10 @@ def apply_to_sample(sample: dict, affine, out_size: Size | None = None, padding:
                     antialias: bool = True) -> dict:
     """Warp a sample's image, landmarks and box by one affine; compose ``meta["affine"]``."""
     img = sample["image"]
-    out_hw = (img.shape[-2], img.shape[-1]) if out_size is None else _hw(out_size)
+    in_hw = (img.shape[-2], img.shape[-1])
+    out_hw = in_hw if out_size is None else _hw(out_size)
+    if out_hw == in_hw and np.array_equal(affine, np.eye(3)[:2]):
+        return move_points(sample, affine, img)  # identity (e.g. a 0-degree rotation): no resampling
     return move_points(sample, affine,
                        warp_affine(img, affine, out_hw, padding=padding, antialias=antialias))
 
@@ -451,7 +454,11 @@ class RandomHorizontalFlip(RandomTransform):
         self.flip, self.p = HorizontalFlip(scheme), p
 
     def __call__(self, sample: dict) -> dict:
-        return self.flip(sample) if self.rng.random() < self.p else sample
+        if self.rng.random() < self.p:
+            return self.flip(sample)
+        # same meta keys whether flipped or not, so DataLoader's default_collate works
+        meta = sample.get("meta", {})
+        return {**sample, "meta": {**meta, "flipped": meta.get("flipped", False)}}
 
     def __repr__(self) -> str:
         return f"RandomHorizontalFlip(scheme={self.flip.scheme.name!r}, p={self.p})"
@@ -470,3 +477,108 @@ class Compose:
 
     def __repr__(self) -> str:
         return "Compose([\n" + "".join(f"    {t!r},\n" for t in self.transforms) + "])"
+
+
+# ----------------------------------------------------------------------------- pixel transforms
+
+class Photometric(RandomTransform):
+    """Random photometric changes on a uint8 image, in this order (each skipped when 0):
+
+    brightness, contrast, saturation (RGB only): factors uniform in ``[1 - v, 1 + v]``
+    (torchvision ``adjust_*``); gamma: exponent uniform in ``[1 - v, 1 + v]``; noise: additive
+    Gaussian noise with std uniform in ``[0, v]`` intensity levels (0..255). Points are untouched.
+    """
+
+    def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0,
+                 gamma: float = 0.0, noise: float = 0.0, p: float = 1.0,
+                 seed: int | np.random.Generator | None = None):
+        super().__init__(seed)
+        self.brightness, self.contrast, self.saturation = brightness, contrast, saturation
+        self.gamma, self.noise, self.p = gamma, noise, p
+
+    def __call__(self, sample: dict) -> dict:
+        img = sample["image"]
+        if img.dtype != torch.uint8:
+            raise TypeError(f"Photometric expects a uint8 image (apply it before ToFloat), "
+                            f"got {img.dtype}")
+        rng = self.rng
+        if rng.random() >= self.p:
+            return sample
+        u = lambda v: float(rng.uniform(1 - v, 1 + v))  # noqa: E731
+        if self.brightness:
+            img = TF.adjust_brightness(img, u(self.brightness))
+        if self.contrast:
+            img = TF.adjust_contrast(img, u(self.contrast))
+        if self.saturation and img.shape[-3] == 3:
+            img = TF.adjust_saturation(img, u(self.saturation))
+        if self.gamma:
+            img = TF.adjust_gamma(img, u(self.gamma))
+        if self.noise:
+            std = rng.uniform(0, self.noise)
+            noise = torch.from_numpy(rng.normal(0, std, tuple(img.shape)).astype(np.float32))
+            img = (img.float() + noise).round_().clamp_(0, 255).to(torch.uint8)
+        return {**sample, "image": img}
+
+    def __repr__(self) -> str:
+        return (f"Photometric(brightness={self.brightness}, contrast={self.contrast}, saturation="
+                f"{self.saturation}, gamma={self.gamma}, noise={self.noise}, p={self.p})")
+
+
+class RandomOcclusion(RandomTransform):
+    """With probability ``p``, paint one rectangle (each side uniform in ``[min_frac, max_frac]``
+    of the image side, placed uniformly inside the image) with noise (``fill="noise"``) or a
+    random constant colour (``fill="constant"``). Points on covered pixels get
+    ``visible = False``; ``mask`` (annotated) and the coordinates are kept."""
+
+    def __init__(self, p: float = 0.5, max_frac: float = 0.4, min_frac: float = 0.1,
+                 fill: str = "noise", seed: int | np.random.Generator | None = None):
+        super().__init__(seed)
+        if fill not in ("noise", "constant"):
+            raise ValueError(f"fill must be 'noise' or 'constant', got {fill!r}")
+        if not 0 < min_frac <= max_frac <= 1:
+            raise ValueError(f"need 0 < min_frac <= max_frac <= 1, got {min_frac}, {max_frac}")
+        self.p, self.max_frac, self.min_frac, self.fill = p, max_frac, min_frac, fill
+
+    def __call__(self, sample: dict) -> dict:
+        rng = self.rng
+        if rng.random() >= self.p:
+            return sample
+        img = sample["image"].clone()
+        c, h, w = img.shape[-3:]
+        rh = max(1, round(rng.uniform(self.min_frac, self.max_frac) * h))
+        rw = max(1, round(rng.uniform(self.min_frac, self.max_frac) * w))
+        r0, c0 = int(rng.integers(0, h - rh + 1)), int(rng.integers(0, w - rw + 1))
+        hi = 256 if img.dtype == torch.uint8 else 1
+        shape = (c, rh, rw) if self.fill == "noise" else (c, 1, 1)
+        patch = torch.from_numpy(rng.uniform(0, hi, shape)).to(img.dtype)
+        img[..., r0:r0 + rh, c0:c0 + rw] = patch
+        x, y = sample["landmarks"][:, 0], sample["landmarks"][:, 1]
+        covered = (x >= c0 - 0.5) & (x < c0 + rw - 0.5) & (y >= r0 - 0.5) & (y < r0 + rh - 0.5)
+        return {**sample, "image": img, "visible": sample["visible"] & ~covered}
+
+    def __repr__(self) -> str:
+        return (f"RandomOcclusion(p={self.p}, min_frac={self.min_frac}, "
+                f"max_frac={self.max_frac}, fill={self.fill!r})")
+
+
+class ToFloat:
+    """uint8 image -> float32 ``(image / 255 - mean) / std`` (per-channel sequences allowed), or
+    with ``per_image=True`` each image minus its own mean, divided by its own std (CCNN's
+    "minus the mean and dividing the variance")."""
+
+    def __init__(self, mean: float | Sequence[float] = 0.0, std: float | Sequence[float] = 1.0,
+                 per_image: bool = False):
+        self.mean, self.std, self.per_image = mean, std, per_image
+
+    def __call__(self, sample: dict) -> dict:
+        img = sample["image"].float() / 255.0
+        if self.per_image:
+            img = (img - img.mean()) / img.std().clamp_min(1e-6)
+        else:
+            mean = torch.as_tensor(self.mean, dtype=torch.float32).reshape(-1, 1, 1)
+            std = torch.as_tensor(self.std, dtype=torch.float32).reshape(-1, 1, 1)
+            img = (img - mean) / std
+        return {**sample, "image": img}
+
+    def __repr__(self) -> str:
+        return f"ToFloat(mean={self.mean}, std={self.std}, per_image={self.per_image})"

@@ -103,7 +103,8 @@ def test_random_flip_probability_and_seed():
     a = [flips[0](s)["meta"].get("flipped", False) for _ in range(40)]
     b = [flips[1](s)["meta"].get("flipped", False) for _ in range(40)]
     assert a == b and 5 < sum(a) < 35
-    assert T.RandomHorizontalFlip(CUHK5, p=0.0)(s) is s
+    same = T.RandomHorizontalFlip(CUHK5, p=0.0)(s)
+    assert same["image"] is s["image"] and same["meta"]["flipped"] is False  # collate-friendly
 
 
 def test_random_rotate_choices_and_range():
@@ -176,3 +177,58 @@ def test_crop_windows_find_dots():
         expect = T.image_to_window(torch.tensor(POINTS[i])[None, None], centres[:, i:i + 1],
                                    torch.full((1, 1), 6.0), 13)[0, 0]
         assert np.abs(found - expect.numpy()).max() < 0.5
+
+
+def test_photometric_changes_pixels_only():
+    s = dot_sample()
+    s["image"] = s["image"][:3] // 2 + 40
+    t = T.Photometric(brightness=0.3, contrast=0.3, saturation=0.3, gamma=0.2, noise=5, seed=0)
+    out = t(s)
+    assert out["image"].dtype == torch.uint8 and not torch.equal(out["image"], s["image"])
+    assert out["landmarks"] is s["landmarks"] and out["box"] is s["box"]
+    again = T.Photometric(brightness=0.3, contrast=0.3, saturation=0.3, gamma=0.2, noise=5,
+                          seed=0)(s)
+    assert torch.equal(again["image"], out["image"])
+    with pytest.raises(TypeError, match="uint8"):
+        t(T.ToFloat()(s))
+
+
+def test_random_occlusion_hides_covered_points():
+    for seed in range(8):
+        s = dot_sample()
+        s["image"] = torch.full((3, H, W), 7, dtype=torch.uint8)
+        s["landmarks"][4] = float("nan")
+        s["mask"][4] = False
+        s["visible"][4] = False
+        out = T.RandomOcclusion(p=1.0, max_frac=0.6, min_frac=0.3, fill="constant",
+                                seed=seed)(s)
+        rows, cols = torch.nonzero((out["image"] != 7).any(0), as_tuple=True)
+        r0, r1, c0, c1 = rows.min(), rows.max(), cols.min(), cols.max()
+        x, y = s["landmarks"][:, 0].round(), s["landmarks"][:, 1].round()
+        inside = (x >= c0) & (x <= c1) & (y >= r0) & (y <= r1)
+        assert torch.equal(out["visible"], s["mask"] & ~inside)
+        assert torch.equal(out["mask"], s["mask"])
+    assert T.RandomOcclusion(p=0.0)(s) is s
+
+
+def test_to_float():
+    s = dot_sample()
+    s["image"] = torch.tensor([[[0, 255]], [[51, 102]]], dtype=torch.uint8)
+    out = T.ToFloat(mean=[0.5, 0.2], std=[0.5, 0.1])(s)["image"]
+    torch.testing.assert_close(out, torch.tensor([[[-1.0, 1.0]], [[0.0, 2.0]]]))
+    z = T.ToFloat(per_image=True)(s)["image"]
+    assert abs(z.mean().item()) < 1e-6 and abs(z.std().item() - 1) < 1e-5
+
+
+def test_workers_get_distinct_reproducible_streams(monkeypatch):
+    from types import SimpleNamespace
+    import torch.utils.data as tud
+
+    def draws(worker):
+        monkeypatch.setattr(tud, "get_worker_info", lambda: worker)
+        t = T.RandomRotate(30, seed=0)
+        return [t.sample_angle() for _ in range(3)]
+
+    main, w0, w1 = draws(None), draws(SimpleNamespace(id=0, seed=10)), \
+        draws(SimpleNamespace(id=1, seed=11))
+    assert main != w0 and w0 != w1 and w0 == draws(SimpleNamespace(id=0, seed=10))
