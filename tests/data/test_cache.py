@@ -1,0 +1,118 @@
+"""The decoded-sample cache: round trip, no decoding on a second pass, invalidation."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import lmklib.data.sample as sample_mod
+from lmklib.data import transforms as T
+from lmklib.data.cache import CachedDataset
+from lmklib.data.sample import LandmarkDataset, Record
+from lmklib.data.schemes import CUHK5
+
+
+class TinyFaces(LandmarkDataset):
+    scheme = CUHK5
+    image_mode = "RGB"
+
+
+def write_faces(root, n=4):
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(n):
+        h, w = 40 + 5 * i, 50 + 3 * i                      # different sizes: the crop unifies them
+        path = root / f"face{i}.png"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+        pts = rng.uniform(10, 35, (5, 2))
+        if i == 1:
+            pts[2] = np.nan
+        records.append(Record(path, pts, np.array([5.0, 6.0, 38.0, 39.0]), meta={"source": "x"}))
+    return records
+
+
+@pytest.fixture
+def faces(tmp_path):
+    (tmp_path / "img").mkdir()
+    return TinyFaces(write_faces(tmp_path / "img"))
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    count = {"n": 0}
+    real = sample_mod.load_image
+
+    def counting(*a, **k):
+        count["n"] += 1
+        return real(*a, **k)
+    monkeypatch.setattr(sample_mod, "load_image", counting)
+    return count
+
+
+def test_round_trip_and_second_pass_decodes_nothing(faces, tmp_path, decodes):
+    crop = T.CropToBox(24, scale=1.2)
+    cached = CachedDataset(faces, tmp_path / "cache", pre_transform=crop)
+    assert cached.built and decodes["n"] == len(faces) and len(cached) == len(faces)
+    for i in range(len(faces)):
+        want, got = crop(faces[i]), cached[i]
+        assert torch.equal(got["image"], want["image"]) and got["image"].shape == (3, 24, 24)
+        torch.testing.assert_close(got["landmarks"], want["landmarks"], equal_nan=True)
+        for k in ("mask", "visible", "box"):
+            assert torch.equal(got[k], want[k]), k
+        np.testing.assert_allclose(got["meta"]["affine"], want["meta"]["affine"])
+        assert got["meta"]["path"] == want["meta"]["path"] and got["meta"]["index"] == i
+    decodes["n"] = 0
+    again = CachedDataset(faces, tmp_path / "cache", pre_transform=crop)
+    _ = [again[i] for i in range(len(again))]
+    assert not again.built and decodes["n"] == 0
+    assert isinstance(again.arrays["image"], np.memmap)
+    assert len(pickle.dumps(again)) < 20_000                          # no arrays in the pickle
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [again.path.name]  # no temp left
+
+
+def test_stale_cache_is_rebuilt(faces, tmp_path):
+    crop = T.CropToBox(24)
+    kw = dict(cache_dir=tmp_path / "c", key="tiny", pre_transform=crop)
+    assert CachedDataset(faces, **kw).built
+    assert not CachedDataset(faces, **kw).built
+    # an image changes on disk
+    p = faces.records[2].image_path
+    os.utime(p, ns=(os.stat(p).st_atime_ns, os.stat(p).st_mtime_ns + 10**9))
+    assert CachedDataset(faces, **kw).built
+    # an annotation changes
+    faces.records[0].landmarks = faces.records[0].landmarks + 1
+    c = CachedDataset(faces, **kw)
+    assert c.built and torch.allclose(c[0]["landmarks"], crop(faces[0])["landmarks"])
+    # other crop parameters
+    assert CachedDataset(faces, cache_dir=tmp_path / "c", key="tiny",
+                         pre_transform=T.CropToBox(24, scale=1.5)).built
+    assert CachedDataset(faces, **kw, rebuild=True).built
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["tiny"]
+
+
+def test_mixed_shapes_fail_clearly_and_leave_nothing(faces, tmp_path):
+    with pytest.raises(ValueError, match=r"sample 1 .*face1\.png.*CropToBox"):
+        CachedDataset(faces, tmp_path / "c")
+    assert list((tmp_path / "c").iterdir()) == []
+    with pytest.raises(TypeError, match="uint8"):
+        CachedDataset(faces, tmp_path / "c", pre_transform=T.Compose([T.CropToBox(8), T.ToFloat()]))
+
+
+def test_augmentation_after_cache_and_collate(faces, tmp_path):
+    aug = T.Compose([T.RandomHorizontalFlip(CUHK5, seed=0), T.RandomRotate(15, seed=1),
+                     T.ToFloat()])
+    cached = CachedDataset(faces, tmp_path / "c", pre_transform=T.CropToBox(24), transform=aug)
+    a, b = cached[0], cached[0]
+    assert a["image"].dtype == torch.float32 and not torch.equal(a["image"], b["image"])
+    batch = next(iter(torch.utils.data.DataLoader(cached, batch_size=4)))
+    assert batch["image"].shape == (4, 3, 24, 24) and batch["meta"]["affine"].shape == (4, 2, 3)
+    # predictions in the augmented crop map back to the original image
+    back = T.invert_points(batch["landmarks"].double(), batch["meta"]["affine"])
+    orig = torch.from_numpy(np.stack([faces[i]["landmarks"].numpy() for i in range(4)])).double()
+    flipped = batch["meta"]["flipped"]
+    for i in range(4):
+        want = orig[i][list(CUHK5.flip_perm)] if flipped[i] else orig[i]
+        torch.testing.assert_close(back[i], want, equal_nan=True, atol=1e-4, rtol=0)
