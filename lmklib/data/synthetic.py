@@ -1,0 +1,520 @@
+"""Synthetic faces with exact landmarks: the embedded data every notebook can fall back to.
+
+Each face is the 3-D template of :mod:`lmklib.data.face_template` deformed by random identity and
+expression coefficients, rotated (yaw, pitch, roll), projected with a mild perspective camera,
+placed at a random scale and offset, and drawn from its own points: the face silhouette is the
+convex hull of the projected face surface, the eyes are the polygons of their six points, the
+brows the band between their upper (iBUG) and lower (WFLW) edges, the mouth the lip polygons, the
+nose the bridge and base lines with nostrils. So every landmark sits exactly on the part drawn there
+(the learnability the notebooks rely on).
+
+Appearance: skin tones, hair styles, ears, neck and clothes, background colour with clutter shapes,
+a directional light gradient, optional Gaussian blur and noise, random occluders and face masks.
+
+Conventions (as everywhere in lmklib): points are ``(x, y)`` pixels, 0-based, pixel centres at
+integers; "left" is the image left (iBUG sides). Visibility: a point is not visible when its
+template normal turns away from the camera (self-occlusion under yaw/pitch) or when an occluder or
+mask covers it. ``boxes`` are the tight box of the 68 points (visible or not).
+
+Determinism: sample ``i`` of ``generate(n, seed=s)`` depends only on ``(s, i)`` and the options
+(per-sample seeds ``SeedSequence(s, spawn_key=(i, stream))``), never on ``n``; geometry, appearance,
+clutter and occlusion use separate streams, so e.g. ``clutter=False`` keeps the same faces.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from lmklib.data import face_template as ft
+from lmklib.data.sample import LandmarkDataset, Record
+from lmklib.data.schemes import Scheme, conversion_path, convert_points, get_scheme
+
+__all__ = ["generate", "SyntheticFaces", "scheme_matrix", "SUPPORTED_SCHEMES"]
+
+# ---------------------------------------------------------------- schemes from the model points
+
+_NA = ft.NUM_ANNOTATED  # 68 landmarks, 8 lower-brow points, 2 ear lobes
+
+
+def _native(name: str) -> np.ndarray | None:
+    """``[K, NUM_ANNOTATED]`` weights for the schemes the model defines directly."""
+    rows: list[dict[int, float]]
+    mid = lambda a, b: {a: 0.5, b: 0.5}  # noqa: E731
+    eye_l = {i: 1 / 6 for i in range(36, 42)}
+    eye_r = {i: 1 / 6 for i in range(42, 48)}
+    if name == "ibug68":
+        rows = [{i: 1.0} for i in range(68)]
+    elif name == "wflw98":
+        contour = []
+        for j in range(16):
+            contour += [{j: 1.0}, mid(j, j + 1)]
+        contour.append({16: 1.0})
+        rows = (contour + [{i: 1.0} for i in range(17, 22)] + [{i: 1.0} for i in range(68, 72)]
+                + [{i: 1.0} for i in range(22, 27)] + [{i: 1.0} for i in range(72, 76)]
+                + [{i: 1.0} for i in range(27, 36)]
+                + [{36: 1.0}, {37: 1.0}, mid(37, 38), {38: 1.0}, {39: 1.0}, {40: 1.0}, mid(40, 41), {41: 1.0}]
+                + [{42: 1.0}, {43: 1.0}, mid(43, 44), {44: 1.0}, {45: 1.0}, {46: 1.0}, mid(46, 47), {47: 1.0}]
+                + [{i: 1.0} for i in range(48, 68)] + [eye_l, eye_r])
+    elif name == "cofw29":
+        rows = [{17: 1.0}, {26: 1.0}, {21: 1.0}, {22: 1.0}, {19: 1.0}, mid(69, 70), {24: 1.0}, mid(73, 74),
+                {36: 1.0}, {45: 1.0}, {39: 1.0}, {42: 1.0}, mid(37, 38), mid(40, 41), mid(43, 44),
+                mid(46, 47), eye_l, eye_r, {31: 1.0}, {35: 1.0}, {30: 1.0}, {33: 1.0}, {48: 1.0},
+                {54: 1.0}, {51: 1.0}, {62: 1.0}, {66: 1.0}, {57: 1.0}, {8: 1.0}]
+    elif name == "aflw21":
+        rows = [{17: 1.0}, {19: 1.0}, {21: 1.0}, {22: 1.0}, {24: 1.0}, {26: 1.0}, {36: 1.0}, eye_l,
+                {39: 1.0}, {42: 1.0}, eye_r, {45: 1.0}, {76: 1.0}, {31: 1.0}, {30: 1.0}, {35: 1.0},
+                {77: 1.0}, {48: 1.0}, mid(62, 66), {54: 1.0}, {8: 1.0}]
+    else:
+        return None
+    w = np.zeros((len(rows), _NA))
+    for k, r in enumerate(rows):
+        for i, v in r.items():
+            w[k, i] = v
+    return w
+
+
+def _conversion_matrix(src: Scheme, dst: Scheme) -> np.ndarray:
+    """The linear map ``[K_dst, K_src]`` of :func:`convert_points` (which averages points)."""
+    eye = np.zeros((src.num_points, src.num_points, 2))
+    eye[np.arange(src.num_points), np.arange(src.num_points)] = 1.0
+    return convert_points(eye, src, dst)[..., 0].T
+
+
+_MATRICES: dict[str, np.ndarray] = {}
+_NATIVE = ("ibug68", "wflw98", "aflw21", "cofw29")
+
+
+def scheme_matrix(scheme: str | Scheme) -> np.ndarray:
+    """``[K, 78]`` weights turning the model's annotated points (68 iBUG, 8 lower brow, 2 ear
+    lobes) into the points of ``scheme``. Native for iBUG 68, WFLW 98, AFLW 21 and COFW 29 (lower
+    brows, pupils = eye-contour centres, mid-lid and odd contour points lie on the drawn parts);
+    other schemes via :func:`lmklib.data.schemes.convert_points` from a native one."""
+    s = get_scheme(scheme)
+    if s.name not in _MATRICES:
+        w = _native(s.name)
+        if w is None:
+            for src in _NATIVE:
+                try:
+                    conversion_path(src, s.name)
+                except ValueError:
+                    continue
+                w = _conversion_matrix(get_scheme(src), s) @ _native(src)
+                break
+            else:
+                raise ValueError(f"synthetic faces cannot produce scheme {s.name!r}; supported: "
+                                 f"{', '.join(SUPPORTED_SCHEMES)}")
+        _MATRICES[s.name] = w
+    return _MATRICES[s.name]
+
+
+SUPPORTED_SCHEMES = ("cuhk5", "kaggle15", "aflw19", "aflw21", "cofw29", "ibug68", "wflw98")
+
+# ---------------------------------------------------------------- random parameters
+
+_SKIN = np.array([[250, 221, 196], [238, 196, 163], [224, 172, 133], [200, 140, 100],
+                  [165, 110, 75], [125, 80, 55], [92, 60, 42]], dtype=np.float64)
+_HAIR = np.array([[22, 17, 14], [58, 38, 24], [105, 72, 42], [185, 150, 95], [150, 62, 32],
+                  [165, 160, 155]], dtype=np.float64)
+_IRIS = np.array([[70, 45, 25], [38, 28, 20], [60, 95, 130], [70, 100, 60], [105, 82, 50]],
+                 dtype=np.float64)
+_MASK_COLOURS = np.array([[225, 235, 240], [120, 170, 215], [35, 35, 40], [240, 240, 240]], dtype=np.float64)
+_MASK_COVERS = np.r_[2:15, 29:36, 48:68]  # iBUG points a face mask covers
+
+
+def _geometry(rng: np.random.Generator, max_yaw, max_pitch, max_roll, expression, identity) -> dict:
+    e = np.zeros(len(ft.EXPRESSION_NAMES))
+    u = rng.random(12)
+    smile, asym = 1.3 * u[0] - 0.3, 0.3 * (2 * u[1] - 1)
+    brow, blink = 1.5 * u[2] - 0.5, u[3]
+    e[:] = [u[4] ** 2,  # mouth_open
+            smile + asym, smile - asym,  # smile_l, smile_r
+            brow + 0.3 * (u[5] - 0.5), brow - 0.3 * (u[5] - 0.5),  # brow_raise_l, _r
+            max(0.0, 2.5 * blink - 1.5) + (0.9 if u[6] < 0.04 else 0.0),  # eye_close_l
+            max(0.0, 2.5 * blink - 1.5) + (0.9 if u[7] < 0.04 else 0.0),  # eye_close_r
+            max(0.0, 2 * u[8] - 1),  # frown
+            max(0.0, 3 * u[9] - 2)]  # pucker
+    e[5:7] = np.minimum(e[5:7], 0.95)
+    return {
+        "identity": identity * (2 * rng.random(len(ft.IDENTITY_NAMES)) - 1),
+        "expression": expression * e,
+        "pose": np.array([max_yaw, max_pitch, max_roll]) * (2 * rng.random(3) - 1),
+        "distance": 5.0 + 7.0 * u[10],
+        "scale": 0.55 + 0.25 * u[11],  # 68-point frontal box height / image size
+        "shift": 2 * rng.random(2) - 1,  # box-centre offset, fraction of the allowed range
+    }
+
+
+def _appearance(rng: np.random.Generator, size: int, blur: bool, noise: bool) -> dict:
+    u = rng.random(24)
+    skin = _SKIN[rng.integers(len(_SKIN))] + 24 * (rng.random(3) - 0.5)
+    hair = _HAIR[rng.integers(len(_HAIR))] * (0.8 + 0.4 * u[0])
+    style = int(np.searchsorted([0.12, 0.6, 1.0], u[1]))  # 0 bald, 1 short, 2 long
+    dark = np.minimum(hair, skin * 0.45)
+    return {
+        "skin": skin, "hair": hair, "style": style, "fringe": u[2] < 0.5 and style > 0,
+        "brow": 0.7 * dark + 0.3 * skin * 0.5,
+        "lips": np.clip(skin * [0.82, 0.52, 0.52] + [20, 0, 5] + 20 * (u[3] - 0.5), 0, 255),
+        "mouth": np.array([55.0, 18, 22]) * (0.5 + 0.5 * u[4]),
+        "sclera": np.array([236.0, 232, 226]) * (0.8 + 0.2 * u[5]),
+        "iris": _IRIS[rng.integers(len(_IRIS))] * (0.7 + 0.6 * u[6]),
+        "background": 255 * rng.random(3),
+        "shirt": 255 * rng.random(3),
+        "light": (2 * np.pi * u[7], 0.35 * u[8], 0.8 + 0.35 * u[9]),  # angle, strength, gain
+        "blur": 1.2 + 1.3 * u[10] if blur and u[11] < 0.5 else 0.0,  # downsampling factor
+        "noise": 7.0 * u[12] if noise else 0.0,
+        "noise_offset": int(rng.integers(1 << 20)),
+    }
+
+
+def _clutter(rng: np.random.Generator, size: int) -> list[tuple]:
+    shapes = []
+    for _ in range(int(rng.integers(0, 11))):
+        kind = int(rng.integers(4))
+        colour = tuple(int(c) for c in 255 * rng.random(3))
+        pts = rng.random((4, 2)) * 1.3 - 0.15
+        width = float(0.01 + 0.05 * rng.random())
+        shapes.append((kind, colour, pts, width))
+    return shapes
+
+
+def _occluder(rng: np.random.Generator) -> dict:
+    u = rng.random(8)
+    n = 16 if u[0] < 0.5 else (4 if u[0] < 0.75 else 9)
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False) + u[1] * np.pi
+    r = np.ones(n) if n != 9 else 0.6 + 0.4 * rng.random(n)
+    if n == 4:
+        t = t + np.pi / 4
+    return {"unit": np.stack([r * np.cos(t) * (0.5 + u[2]), r * np.sin(t)], 1),
+            "angle": np.pi * u[3], "centre": u[4:6], "radius": 0.15 + 0.25 * u[6],
+            "colour": 255 * rng.random(3), "p": u[7]}
+
+
+# ---------------------------------------------------------------- drawing helpers
+
+_NOISE_BANK = np.random.default_rng(12345).standard_normal(1 << 21).astype(np.float32)
+
+
+_DIRS = np.stack([np.cos(np.linspace(0, 2 * np.pi, 96, endpoint=False)),
+                  np.sin(np.linspace(0, 2 * np.pi, 96, endpoint=False))])
+
+
+def _hull(p: np.ndarray) -> np.ndarray:
+    """Convex hull of ``[M, 2]`` points as the support points in 96 directions, in angular order
+    (duplicates included): exact up to edges whose turn is below 3.75 degrees, and far cheaper
+    than Qhull for a polygon fill."""
+    return p[(p @ _DIRS).argmax(0)]
+
+
+def _inside(points: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Even-odd point-in-polygon test, ``[K, 2]`` points against ``[V, 2]`` vertices -> ``[K]``."""
+    x, y = points[:, :1], points[:, 1:]
+    a, b = poly, np.roll(poly, -1, axis=0)
+    cond = (a[:, 1] > y) != (b[:, 1] > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xc = a[:, 0] + (y - a[:, 1]) * (b[:, 0] - a[:, 0]) / (b[:, 1] - a[:, 1])
+    return (cond & (x < xc)).sum(1) % 2 == 1
+
+
+def _seg_dist(p: np.ndarray, poly: np.ndarray) -> float:
+    """Distance from point ``p`` [2] to the closed polygon ``poly`` [V, 2]."""
+    a = poly
+    ab = np.concatenate([poly[1:], poly[:1]]) - a
+    ap = p - a
+    t = np.minimum(np.maximum((ap * ab).sum(1) / np.maximum((ab * ab).sum(1), 1e-12), 0.0), 1.0)
+    d = ap - t[:, None] * ab
+    return float(np.sqrt((d * d).sum(1).min()))
+
+
+class _Canvas:
+    """A supersampled RGB PIL canvas taking points in output pixel coordinates."""
+
+    def __init__(self, size: int, ss: int, background):
+        self.ss = ss
+        self.im = Image.new("RGB", (size * ss, size * ss), _c(background))
+        self.d = ImageDraw.Draw(self.im)
+
+    def q(self, p: np.ndarray) -> list:
+        # output pixel x covers [x-0.5, x+0.5]; PIL pixel j covers [j, j+1) -> j = (x+0.5)*ss - 0.5
+        return ((np.asarray(p) + 0.5) * self.ss - 0.5).ravel().tolist()
+
+    def poly(self, p, colour) -> None:
+        if len(p) >= 3:
+            self.d.polygon(self.q(p), fill=_c(colour))
+
+    def line(self, p, colour, width: float) -> None:
+        self.d.line(self.q(p), fill=_c(colour), width=max(1, int(round(width * self.ss))), joint="curve")
+
+    def disc(self, c, r: float, colour) -> None:
+        c = np.asarray(c)
+        self.d.ellipse(self.q(np.stack([c - r, c + r])), fill=_c(colour))
+
+
+def _c(colour) -> tuple:
+    if isinstance(colour, tuple):
+        return colour
+    return tuple(min(255, max(0, int(v))) for v in colour)
+
+
+# ---------------------------------------------------------------- one face
+
+
+def _render(xy: np.ndarray, vis: np.ndarray, facing: np.ndarray, ppu: float, app: dict, clutter: list,
+            occ: dict | None, mask: bool, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one face. ``xy`` [P, 2] model points in output pixels; ``vis`` [NA] self-visibility.
+
+    Returns ``(image [H, W, 3] uint8, covered [NA] bool)`` (points hidden by occluder or mask).
+    """
+    ss = max(2, min(8, math.ceil(256 / size)))
+    cv = _Canvas(size, ss, app["background"])
+    S, skin = ft.SLICES, app["skin"]
+    for kind, colour, pts, width in clutter:  # background clutter in image-relative coordinates
+        p = pts * size
+        if kind == 0:
+            cv.d.ellipse(cv.q(np.sort(p[:2], axis=0)), fill=colour)
+        elif kind == 1:
+            cv.d.rectangle(cv.q(np.sort(p[:2], axis=0)), fill=colour)
+        elif kind == 2:
+            cv.poly(p[:3], colour)
+        else:
+            cv.line(p[:2], colour, width * size)
+    hair = app["hair"] if app["style"] else skin * 0.85
+    if app["style"] == 2:
+        cv.poly(_hull(np.concatenate([xy[S["long_hair"]], xy[S["cap"]]])), hair * 0.85)
+    neck = xy[S["neck"]]
+    bottom = neck[5:]
+    w = (bottom[:, 0].max() - bottom[:, 0].min())
+    shoulders = np.array([[bottom[0, 0] - 1.1 * w, size * 2.0], [bottom[-1, 0] + 1.1 * w, size * 2.0]])
+    cv.poly(_hull(np.concatenate([bottom, shoulders])), app["shirt"])
+    cv.poly(_hull(neck), skin * 0.72)
+    for side, ear in ((facing[0], "ear_l"), (facing[1], "ear_r")):
+        if side:
+            cv.poly(_hull(xy[S[ear]]), skin * 0.85)
+    cv.poly(_hull(xy[S["cap"]]), hair)
+    # face: three nested hulls shade the dome (darker towards the silhouette)
+    cv.poly(_hull(xy[ft.FACE_HULL]), skin * 0.9)
+    cv.poly(_hull(np.concatenate([xy[S["ring1"]], xy[27:36]])), skin * 0.96)
+    cv.poly(_hull(np.concatenate([xy[S["ring2"]], xy[27:36]])), skin)
+    if app["fringe"]:
+        fh = xy[S["forehead"]][2:-2]
+        cv.poly(np.concatenate([fh, xy[S["hairline"]][::-1]]), hair)
+    lw = 0.035 * ppu  # a line width in output pixels that scales with the face
+    for upper, lower, ok in ((slice(17, 22), slice(68, 72), vis[19]), (slice(22, 27), slice(72, 76), vis[24])):
+        if ok:
+            cv.poly(np.concatenate([xy[upper], xy[lower]]), app["brow"])
+    for eye, ok in ((slice(36, 42), vis[36:42].sum() >= 3), (slice(42, 48), vis[42:48].sum() >= 3)):
+        if not ok:
+            continue
+        e = xy[eye]
+        cv.poly(e, app["sclera"])
+        centre = e.mean(0)
+        r = min(0.085 * ppu, _seg_dist(centre, e))
+        if r > 0.2:
+            cv.disc(centre, r, app["iris"])
+            cv.disc(centre, 0.45 * r, app["iris"] * 0.25)
+        cv.line(e[[0, 1, 2, 3]], skin * 0.2, 1.5 * lw)  # upper lid and lashes
+        cv.line(e[[3, 4, 5, 0]], skin * 0.45, 0.8 * lw)
+    # nose: shaded bridge, the underside (tip 30 to the wings 31-35), base line, nostrils
+    cv.line(xy[27:31], skin * 0.86, 2.0 * lw)
+    if vis[31:36].any():
+        cv.poly(xy[[30, 35, 34, 33, 32, 31]], skin * 0.8)
+    base = xy[31:36][vis[31:36]]
+    if len(base) >= 2:
+        cv.line(base, skin * 0.5, 0.9 * lw)
+    for a, b in ((31, 32), (34, 35)):
+        if vis[a] and vis[b]:
+            cv.disc(0.5 * (xy[a] + xy[b]) - [0, 0.01 * ppu], 0.04 * ppu, skin * 0.3)
+    # mouth: lips, then the opening
+    cv.poly(xy[48:60], app["lips"])
+    cv.poly(xy[60:68], app["mouth"])
+    cv.line(xy[[60, 61, 62, 63, 64]], app["mouth"], 0.5 * lw)
+    covered = np.zeros(_NA, dtype=bool)
+    if mask:
+        colour = _MASK_COLOURS[int(app["noise_offset"] % len(_MASK_COLOURS))]
+        poly = np.concatenate([xy[1:16], xy[S["mask_top"]][::-1]])
+        cv.poly(poly, colour)
+        cv.line(np.stack([xy[S["mask_top"]][0], xy[1]]), colour * 0.8, lw)
+        covered[_MASK_COVERS] = True
+    if occ is not None:
+        lo, hi = xy[:68].min(0), xy[:68].max(0)
+        c, s = math.cos(occ["angle"]), math.sin(occ["angle"])
+        poly = (occ["unit"] @ np.array([[c, s], [-s, c]])) * occ["radius"] * (hi - lo).max() \
+            + lo + occ["centre"] * (hi - lo)
+        cv.poly(poly, occ["colour"])
+        covered |= _inside(xy[:_NA], poly)
+    if app["blur"] > 1.0:  # blur = box-downsample by the blur factor, bilinear back up (cheap)
+        m = max(4, int(round(size / app["blur"])))
+        im = cv.im.resize((m, m), Image.BOX).resize((size, size), Image.BILINEAR)
+    else:
+        im = cv.im.reduce(ss)
+    return im, covered
+
+
+_GRIDS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _finish(im: Image.Image, app: dict, grayscale: bool) -> np.ndarray:
+    """Light gradient and noise on the rendered image -> ``[H, W, C]`` uint8."""
+    if grayscale:
+        im = im.convert("L")
+    img = np.asarray(im)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    h = img.shape[0]
+    if h not in _GRIDS:
+        g = np.linspace(-1, 1, h, dtype=np.float32)
+        _GRIDS[h] = (g[None, :, None], g[:, None, None])
+    gx, gy = _GRIDS[h]
+    angle, strength, gain = app["light"]
+    field = (gain + gain * strength * math.cos(angle) * gx) + gain * strength * math.sin(angle) * gy
+    out = img * field
+    if app["noise"] > 0:
+        k = out.size
+        off = app["noise_offset"] % (len(_NOISE_BANK) - k)
+        out += app["noise"] * _NOISE_BANK[off:off + k].reshape(out.shape)
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
+
+
+def _place(lm68: np.ndarray, frontal_h: float, geo: dict, size: int) -> tuple[float, np.ndarray]:
+    """Pixels per model unit and the offset putting the 68-point box at a random place inside."""
+    ppu = geo["scale"] * size / frontal_h
+    lo, hi = lm68.min(0), lm68.max(0)
+    span = (hi - lo) * ppu
+    margin = 0.03 * size
+    limit = (size - 1 - 2 * margin)
+    if span.max() > limit:
+        ppu *= limit / span.max()
+        span = (hi - lo) * ppu
+    room = np.maximum(size - 1 - 2 * margin - span, 0)  # free range for the box origin
+    origin = margin + room * (0.5 + 0.5 * geo["shift"] * min(1.0, 0.35 * size / max(room.max(), 1e-9)))
+    return ppu, origin - lo * ppu
+
+
+_FRONTAL_H = float(np.ptp(ft.LM[:, 1]))
+_TEMPLATE_FLAT = ft.TEMPLATE.ravel()
+_IDENTITY_FLAT = ft.IDENTITY_BASIS.reshape(len(ft.IDENTITY_BASIS), -1)
+_EXPRESSION_FLAT = ft.EXPRESSION_BASIS.reshape(len(ft.EXPRESSION_BASIS), -1)
+_EAR_NORMALS = np.array([[-1.0, 0, 0.1], [1.0, 0, 0.1]]).T
+
+
+def _face(i: int, seed: int, size: int, opts: dict) -> dict:
+    """Geometry, image and annotations of sample ``i`` (independent of every other sample)."""
+    def rng(stream: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, stream)))
+
+    geo = _geometry(rng(0), opts["max_yaw"], opts["max_pitch"], opts["max_roll"],
+                    opts["expression"], opts["identity"])
+    app = _appearance(rng(1), size, opts["blur"], opts["noise"])
+    clutter = _clutter(rng(2), size) if opts["clutter"] else []
+    r_occ = rng(3)
+    occ = _occluder(r_occ)
+    has_occ, has_mask = occ["p"] < opts["occlusion"], r_occ.random() < opts["mask_prob"]
+    return _draw(geo, app, clutter, occ if has_occ else None, has_mask, size, opts["grayscale"])
+
+
+def _draw(geo: dict, app: dict, clutter: list, occ: dict | None, mask: bool, size: int,
+          grayscale: bool) -> dict:
+    R = ft.rotation_matrices(geo["pose"][None])[0]
+    pts = _TEMPLATE_FLAT + geo["identity"] @ _IDENTITY_FLAT + geo["expression"] @ _EXPRESSION_FLAT
+    rot = pts.reshape(-1, 3) @ R.T
+    f = geo["distance"] / (geo["distance"] - rot[:, 2])
+    xy = rot[:, :2] * f[:, None]
+    ppu, offset = _place(xy[:68], _FRONTAL_H, geo, size)
+    xy = xy * ppu + offset
+    vis = ft.NORMALS @ R[2] > 0.0
+    facing = R[2] @ _EAR_NORMALS > -0.35
+    img, covered = _render(xy, vis, facing, ppu, app, clutter, occ, mask, size)
+    z = rot[:68, 2] * ppu * geo["distance"] / (geo["distance"] - rot[:68, 2])
+    return {"image": _finish(img, app, grayscale), "points": xy[:_NA], "visible": vis & ~covered,
+            "landmarks3d": np.concatenate([xy[:68], z[:, None]], 1), "pose": geo["pose"]}
+
+
+# ---------------------------------------------------------------- public API
+
+
+def generate(n: int, size: int = 64, seed: int = 0, scheme: str | Scheme = "ibug68",
+             grayscale: bool = False, max_yaw: float = 60.0, max_pitch: float = 20.0,
+             max_roll: float = 20.0, occlusion: float = 0.0, mask_prob: float = 0.0,
+             clutter: bool = True, blur: bool = True, noise: bool = True,
+             expression: float = 1.0, identity: float = 1.0) -> dict[str, np.ndarray]:
+    """Generate ``n`` synthetic faces with exact landmarks.
+
+    Args:
+        n: number of faces.
+        size: image side in pixels (square images; any size >= 16).
+        seed: sample ``i`` depends only on ``(seed, i)`` and the options below.
+        scheme: landmark scheme of ``landmarks``/``visible`` (see :data:`SUPPORTED_SCHEMES`).
+        grayscale: one channel instead of RGB.
+        max_yaw, max_pitch, max_roll: poses are uniform in ``[-max, max]`` degrees (yaw up to 90).
+        occlusion: probability that a face gets a random occluder (points under it invisible).
+        mask_prob: probability of a face mask (covers jaw 2-14, lower nose, mouth).
+        clutter, blur, noise: background shapes, random Gaussian blur (half the faces), pixel noise.
+        expression, identity: scale of the random expression / identity coefficients (0 = none).
+
+    Returns:
+        dict of numpy arrays: ``images`` [N, H, W, C] uint8 (C = 1 or 3); ``landmarks`` [N, K, 2]
+        float32 pixels (0-based, pixel centres at integers); ``visible`` [N, K] bool; ``boxes``
+        [N, 4] float32 tight box (x0, y0, x1, y1) of the 68 points; ``pose`` [N, 3] float32
+        (yaw, pitch, roll) degrees; ``landmarks3d`` [N, 68, 3] float32 (x, y = the 68 image
+        points, z = depth in pixels towards the camera relative to the head centre).
+    """
+    if size < 16:
+        raise ValueError(f"size must be >= 16 pixels, got {size}")
+    if not 0 <= max_yaw <= 90:
+        raise ValueError(f"max_yaw must be in [0, 90] degrees, got {max_yaw}")
+    w = scheme_matrix(scheme)
+    opts = dict(max_yaw=max_yaw, max_pitch=max_pitch, max_roll=max_roll, expression=expression,
+                identity=identity, blur=blur, noise=noise, clutter=clutter, occlusion=occlusion,
+                mask_prob=mask_prob, grayscale=grayscale)
+    c = 1 if grayscale else 3
+    out = {"images": np.zeros((n, size, size, c), np.uint8),
+           "landmarks": np.zeros((n, len(w), 2), np.float32),
+           "visible": np.zeros((n, len(w)), bool), "boxes": np.zeros((n, 4), np.float32),
+           "pose": np.zeros((n, 3), np.float32), "landmarks3d": np.zeros((n, 68, 3), np.float32)}
+    hidden = (w != 0).astype(np.int32)
+    for i in range(n):
+        f = _face(i, seed, size, opts)
+        out["images"][i] = f["image"].reshape(size, size, c)
+        out["landmarks"][i] = w @ f["points"]
+        out["visible"][i] = hidden @ (~f["visible"]).astype(np.int32) == 0
+        p68 = f["points"][:68]
+        out["boxes"][i] = [*p68.min(0), *p68.max(0)]
+        out["pose"][i] = f["pose"]
+        out["landmarks3d"][i] = f["landmarks3d"]
+    return out
+
+
+class SyntheticFaces(LandmarkDataset):
+    """A :class:`~lmklib.data.sample.LandmarkDataset` of :func:`generate` faces, made once in
+    ``__init__`` and kept in memory (``self.data`` holds the arrays); samples follow the lmklib contract, with
+    ``meta["pose"] = (yaw, pitch, roll)`` degrees and ``meta["seed"]``.
+
+    Args:
+        n: number of faces; size: image side; scheme: landmark scheme; seed: faces depend only on
+        ``(seed, index)``, so disjoint splits come from different seeds; transform: ``sample ->
+        sample``; ``**generate_kwargs``: any other :func:`generate` option (grayscale, max_yaw, ...).
+    """
+
+    def __init__(self, n: int, size: int = 64, scheme: str | Scheme = "ibug68", seed: int = 0,
+                 transform: Callable[[dict], dict] | None = None, **generate_kwargs):
+        self.scheme = get_scheme(scheme)
+        self.size, self.seed, self.options = size, seed, dict(generate_kwargs)
+        # generate() fills preallocated arrays face by face, so one call is already "chunked"
+        data = generate(n, size=size, seed=seed, scheme=self.scheme, **generate_kwargs)
+        self.data = data
+        records = [Record(image_path=Path(f"synthetic/seed{seed}/{i:06d}"),
+                          landmarks=data["landmarks"][i].astype(np.float64),
+                          box=data["boxes"][i].astype(np.float64), visible=data["visible"][i],
+                          meta={"pose": tuple(float(v) for v in data["pose"][i]), "seed": seed},
+                          image=data["images"][i])
+                   for i in range(n)]
+        super().__init__(records, transform)
+
+    def extra_repr(self) -> str:
+        opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
+        return f"Image size: {self.size}, seed: {self.seed}" + (f"\nOptions: {opts}" if opts else "")
