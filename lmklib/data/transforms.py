@@ -53,8 +53,17 @@ def compose_affine(second, first) -> np.ndarray:
 
 
 def invert_affine(affine) -> np.ndarray:
-    """Inverse of a 2x3 (or ``[..., 2, 3]``) affine."""
-    return np.linalg.inv(_as3(affine))[..., :2, :]
+    """Inverse of a 2x3 (or ``[..., 2, 3]``) affine (closed form: cheap per sample)."""
+    a = np.asarray(affine, dtype=np.float64)
+    m00, m01, t0 = a[..., 0, 0], a[..., 0, 1], a[..., 0, 2]
+    m10, m11, t1 = a[..., 1, 0], a[..., 1, 1], a[..., 1, 2]
+    det = m00 * m11 - m01 * m10
+    out = np.empty_like(a)
+    out[..., 0, 0], out[..., 0, 1] = m11 / det, -m01 / det
+    out[..., 1, 0], out[..., 1, 1] = -m10 / det, m00 / det
+    out[..., 0, 2] = -(out[..., 0, 0] * t0 + out[..., 0, 1] * t1)
+    out[..., 1, 2] = -(out[..., 1, 0] * t0 + out[..., 1, 1] * t1)
+    return out
 
 
 def apply_affine(points, affine):
@@ -62,12 +71,14 @@ def apply_affine(points, affine):
 
     NaN points stay NaN. Returns the same type as ``points`` (numpy or torch, dtype kept).
     """
-    if isinstance(points, torch.Tensor):
-        a = torch.as_tensor(np.asarray(affine), dtype=torch.float64, device=points.device)
-        p = points.to(torch.float64)
-        out = p @ a[..., :2].transpose(-1, -2) + a[..., 2].unsqueeze(-2)
-        return out.to(points.dtype)
     a = np.asarray(affine, dtype=np.float64)
+    if isinstance(points, torch.Tensor):
+        if points.device.type == "cpu" and not points.requires_grad:
+            out = apply_affine(points.detach().numpy().astype(np.float64), a)
+            return torch.from_numpy(out).to(points.dtype)
+        at = torch.as_tensor(a, device=points.device)
+        p = points.to(torch.float64)
+        return (p @ at[..., :2].transpose(-1, -2) + at[..., 2].unsqueeze(-2)).to(points.dtype)
     p = np.asarray(points, dtype=np.float64)
     out = p @ np.swapaxes(a[..., :2], -1, -2) + a[..., None, :, 2]
     return out.astype(np.result_type(np.asarray(points).dtype, np.float32), copy=False)
@@ -82,18 +93,22 @@ def invert_points(points, affine):
     return apply_affine(points, invert_affine(affine))
 
 
-def _pixel_to_norm(size: int) -> np.ndarray:
-    """1-D map from pixel coordinate to grid_sample's [-1, 1] (align_corners=False)."""
-    return np.array([2.0 / size, 1.0 / size - 1.0])
-
-
 def _theta(affine: np.ndarray, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
-    """affine_grid ``theta`` [..., 2, 3] that samples ``A^-1(output pixel)`` from the input."""
-    def norm(h, w):
-        (sx, tx), (sy, ty) = _pixel_to_norm(w), _pixel_to_norm(h)
-        return np.array([[sx, 0, tx], [0, sy, ty], [0, 0, 1.0]])
-    inv = np.linalg.inv(_as3(affine))
-    return (norm(*in_hw) @ inv @ np.linalg.inv(norm(*out_hw)))[..., :2, :]
+    """affine_grid ``theta`` [..., 2, 3] that samples ``A^-1(output pixel)`` from the input:
+    ``N_in o A^-1 o N_out^-1`` with ``N`` pixel -> [-1, 1] (align_corners=False)."""
+    inv = invert_affine(affine)
+    (hi, wi), (ho, wo) = in_hw, out_hw
+    sx_in, sy_in = 2.0 / wi, 2.0 / hi                  # N_in: x_n = s x + (s / 2 - 1)
+    th = inv.copy()
+    th[..., 0, :] *= sx_in
+    th[..., 1, :] *= sy_in
+    th[..., 0, 2] += sx_in / 2 - 1
+    th[..., 1, 2] += sy_in / 2 - 1
+    # N_out^-1: x = (x_n + 1) wo / 2 - 0.5
+    th[..., :, 2] += th[..., :, 0] * (wo / 2 - 0.5) + th[..., :, 1] * (ho / 2 - 0.5)
+    th[..., :, 0] *= wo / 2
+    th[..., :, 1] *= ho / 2
+    return th
 
 
 def warp_affine(image: torch.Tensor, affine, out_size: Size, mode: str = "bilinear",
@@ -115,7 +130,7 @@ def warp_affine(image: torch.Tensor, affine, out_size: Size, mode: str = "biline
     a = np.broadcast_to(np.asarray(affine, dtype=np.float64), (x.shape[0], 2, 3)).copy()
     in_hw = (x.shape[-2], x.shape[-1])
     if antialias:
-        shrink = np.sqrt(np.abs(np.linalg.det(np.linalg.inv(_as3(a))[:, :2, :2])))
+        shrink = 1.0 / np.sqrt(np.abs(a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0]))
         if shrink.min() > 1.5:  # one common pre-resize keeps the batch a single tensor
             f = float(shrink.min())
             small = (max(1, round(in_hw[0] / f)), max(1, round(in_hw[1] / f)))
@@ -192,6 +207,7 @@ def crop_windows(images: torch.Tensor, centres, half_sizes, out_size: int,
     reads the input at ``(cx + (u - (out-1)/2) step, cy + (v - (out-1)/2) step)``. So the centre
     ``c`` lands on ``(out_size - 1) / 2``, and ``h = 7, out_size = 15`` around an integer centre is
     an exact copy of the 15 x 15 pixels ``c - 7 .. c + 7``. Outside the image: ``padding``.
+    No antialiasing: when ``2 h`` is much larger than ``out_size``, crop from a downsized image.
     Convert coordinates with :func:`window_to_image` / :func:`image_to_window`.
 
     Args:
@@ -218,35 +234,34 @@ def crop_windows(images: torch.Tensor, centres, half_sizes, out_size: int,
     return out.reshape(n, c, m, out_size, out_size).permute(0, 2, 1, 3, 4)
 
 
-def window_to_image(points, centres, half_sizes, out_size: int) -> torch.Tensor:
-    """Window pixel coordinates ``[N, M, ..., 2]`` -> image pixels (inverse of
-    :func:`image_to_window`); ``centres [N, M, 2]``, ``half_sizes [N, M]``."""
+def _window_frame(points, centres, half_sizes, out_size: int):
     p = torch.as_tensor(points, dtype=torch.float64)
     ctr = torch.as_tensor(centres, dtype=torch.float64)
     step = _window_step(torch.as_tensor(half_sizes, dtype=torch.float64), out_size)
     extra = p.dim() - ctr.dim()
-    ctr = ctr.reshape(ctr.shape[:-1] + (1,) * extra + (2,))
-    step = step.reshape(step.shape + (1,) * (extra + 1))
+    return (p, ctr.reshape(ctr.shape[:-1] + (1,) * extra + (2,)),
+            step.reshape(step.shape + (1,) * (extra + 1)))
+
+
+def window_to_image(points, centres, half_sizes, out_size: int) -> torch.Tensor:
+    """Window pixel coordinates ``[N, M, ..., 2]`` -> image pixels (float64), for windows of
+    :func:`crop_windows` with ``centres [N, M, 2]`` and ``half_sizes [N, M]``."""
+    p, ctr, step = _window_frame(points, centres, half_sizes, out_size)
     return ctr + (p - (out_size - 1) / 2) * step
 
 
 def image_to_window(points, centres, half_sizes, out_size: int) -> torch.Tensor:
     """Image pixels ``[N, M, ..., 2]`` -> window pixel coordinates (needs ``out_size > 1``)."""
-    p = torch.as_tensor(points, dtype=torch.float64)
-    ctr = torch.as_tensor(centres, dtype=torch.float64)
-    step = _window_step(torch.as_tensor(half_sizes, dtype=torch.float64), out_size)
-    extra = p.dim() - ctr.dim()
-    ctr = ctr.reshape(ctr.shape[:-1] + (1,) * extra + (2,))
-    step = step.reshape(step.shape + (1,) * (extra + 1))
+    p, ctr, step = _window_frame(points, centres, half_sizes, out_size)
     return (p - ctr) / step + (out_size - 1) / 2
 
 
 # ----------------------------------------------------------------------------- sample transforms
 
 def _transform_box(box: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
-    x0, y0, x1, y1 = box.double().tolist()
+    x0, y0, x1, y1 = box.numpy().astype(np.float64)
     corners = apply_affine(np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]), affine)
-    return torch.tensor([*corners.min(0), *corners.max(0)], dtype=torch.float32)
+    return torch.from_numpy(np.concatenate([corners.min(0), corners.max(0)]).astype(np.float32))
 
 
 def apply_to_sample(sample: dict, affine, out_size: Size | None = None, padding: str = "zeros",

@@ -116,3 +116,18 @@ def test_augmentation_after_cache_and_collate(faces, tmp_path):
     for i in range(4):
         want = orig[i][list(CUHK5.flip_perm)] if flipped[i] else orig[i]
         torch.testing.assert_close(back[i], want, equal_nan=True, atol=1e-4, rtol=0)
+
+
+@pytest.mark.realdata
+def test_real_cuhk_crops(cuhk_root, tmp_path):
+    from lmklib.data.formats.cuhk import CUHK5Point
+
+    ds = CUHK5Point(cuhk_root, "test", image_mode="RGB")
+    ds.records = ds.records[:12]                 # lfw_5590 (grayscale files) as RGB: one shape
+    crop = T.CropToBox(40, scale=1.2)
+    cached = CachedDataset(ds, tmp_path, pre_transform=crop)
+    lm = torch.from_numpy(np.array(cached.arrays["landmarks"]))
+    assert cached.arrays["image"].shape == (12, 3, 40, 40)
+    assert ((lm > -0.5) & (lm < 39.5)).all()      # the points lie inside the cropped face
+    back = T.invert_points(lm.double(), cached.arrays["affine"])
+    torch.testing.assert_close(back, torch.from_numpy(ds.landmarks_array()), atol=1e-4, rtol=0)
