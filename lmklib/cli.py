@@ -22,7 +22,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
     results = reproduce(args.names, profile=args.profile, seed=args.seed,
                         data_root=args.data_root, reports_root=args.reports,
-                        params=dict(args.param), progress=not args.no_progress)
+                        params=dict(args.param), progress=not args.no_progress,
+                        notebooks_dir=args.notebooks)
     for r in results:
         status = "ok    " if r.ok else "FAILED"
         print(f"{status} {r.name:28s} {r.seconds:8.1f} s  {r.report_dir}")
@@ -36,9 +37,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .runner import list_notebooks, notebook_parameters
+    from pathlib import Path
 
-    for path in list_notebooks():
+    from .runner import NOTEBOOKS_DIR, list_notebooks, notebook_parameters
+
+    for path in list_notebooks(Path(args.notebooks) if args.notebooks else NOTEBOOKS_DIR):
         print(path.stem)
         for name, p in notebook_parameters(path).items():
             print(f"    {name:18s} = {p['default']:<14s} {p['help']}")
@@ -71,9 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-p", "--param", type=_param, action="append", default=[],
                    metavar="NAME=VALUE", help="set another notebook parameter")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--notebooks", default=None, help="notebook folder (default: notebooks/)")
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("list", help="list notebooks and their parameters")
+    p.add_argument("--notebooks", default=None, help="notebook folder (default: notebooks/)")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("data", help="which datasets the data root holds")

@@ -211,3 +211,10 @@ def record(name: str, value: float, paper: PaperValue | None = None, unit: str =
     _state["results"][name] = entry
     _flush()
     return entry
+
+
+def slug(text: str) -> str:
+    """``"300-W (common)"`` -> ``"300_w_common"``: a safe file/key name."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")

@@ -111,14 +111,25 @@ def datasets_found(root: Path) -> dict[str, Any]:
     return {p.name: True for p in sorted(root.iterdir()) if p.is_dir()} if root.is_dir() else {}
 
 
-def _failure(exc: BaseException) -> tuple[str, int | None]:
-    cell = getattr(exc, "exec_count", None)
+def _failure(exc: BaseException, executed: Path) -> tuple[str, int | None]:
+    """Describe a papermill failure by the cell's index *in the source notebook* (papermill's
+    injected-parameters cell is not counted) and the cell's first line."""
     index = getattr(exc, "cell_index", None)
     ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
-    where = f"cell {cell}" if cell is not None else "before any cell ran"
-    if index is not None:
-        where += f" (cell index {index})"
-    return f"{where}: {ename}: {evalue}", cell
+    if index is None:
+        return f"before any cell ran: {ename}: {evalue}", None
+    first_line, source_index = "", index
+    try:
+        import nbformat
+
+        cells = [c for c in nbformat.read(executed, as_version=4).cells  # without papermill's
+                 if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]  # error banners
+        injected = sum("injected-parameters" in c.metadata.get("tags", []) for c in cells[:index])
+        source_index = index - injected
+        first_line = next((ln for ln in cells[index].source.splitlines() if ln.strip()), "")
+    except Exception:  # the description must not hide the original error
+        pass
+    return f"cell {source_index} (`{first_line[:60]}`): {ename}: {evalue}", source_index
 
 
 def run_notebook(path: str | Path, *, profile: str = "quick", seed: int = 0,
@@ -156,7 +167,7 @@ def run_notebook(path: str | Path, *, profile: str = "quick", seed: int = 0,
                             kernel_name=kernel_name, progress_bar=progress, cwd=str(path.parent),
                             log_output=False)
     except Exception as exc:  # papermill raises PapermillExecutionError for a failing cell
-        message, cell = _failure(exc)
+        message, cell = _failure(exc, tmp / f"{name}.ipynb")
         failed = root / "_failed" / name
         shutil.rmtree(failed, ignore_errors=True)
         failed.parent.mkdir(parents=True, exist_ok=True)
@@ -189,14 +200,15 @@ def run_notebook(path: str | Path, *, profile: str = "quick", seed: int = 0,
 
 def reproduce(names: Iterable[str] | None = None, *, profile: str = "quick", seed: int = 0,
               data_root: str | Path | None = None, reports_root: str | Path | None = None,
-              params: dict[str, Any] | None = None, progress: bool = True) -> list[RunResult]:
+              params: dict[str, Any] | None = None, progress: bool = True,
+              notebooks_dir: str | Path | None = None) -> list[RunResult]:
     """Run every named notebook (all when ``names`` is empty), then rewrite ``reports/README.md``.
 
     A failing notebook does not stop the others; check each result's ``ok``.
     """
     from tqdm.auto import tqdm
 
-    paths = resolve_names(names)
+    paths = resolve_names(names, Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR)
     results = []
     bar = tqdm(paths, desc="notebooks", unit="nb", disable=not progress)
     for path in bar:

@@ -1,0 +1,126 @@
+"""CUHK 5-point lists and 300-W .pts folders: round trips, errors, and the real data's counts."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lmklib.data.formats.cuhk import CUHK5Point, read_cuhk_list
+from lmklib.data.formats.w300 import W300, read_pts, write_pts
+from lmklib.data.sample import AnnotationError, load_image
+
+LINE = "lfw_5590\\a.jpg 10 50 20 70 20.5 30.25 40 30 30 45 22 58 38 58\r\n"
+
+
+def write_image(path, size=(80, 90), mode="L"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, 128).save(path)
+
+
+def make_cuhk(root, lines=(LINE,)):
+    write_image(root / "lfw_5590" / "a.jpg")
+    (root / "trainImageList.txt").write_text("".join(lines), newline="")
+    return root
+
+
+def test_cuhk_parses_windows_paths_box_and_points(tmp_path):
+    ds = CUHK5Point(make_cuhk(tmp_path), "train")
+    assert len(ds) == 1
+    s = ds[0]
+    assert s["image"].shape == (3, 90, 80)          # grayscale file read as RGB by default
+    np.testing.assert_allclose(s["box"].numpy(), [10, 20, 50, 70])  # left right top bottom -> x0 y0 x1 y1
+    np.testing.assert_allclose(s["landmarks"][0].numpy(), [20.5, 30.25])
+    assert s["mask"].all() and s["meta"]["source"] == "lfw_5590"
+
+
+def test_cuhk_line_with_13_numbers_names_file_and_line(tmp_path):
+    bad = LINE.replace(" 38 58", " 38")
+    make_cuhk(tmp_path, [LINE, bad])
+    with pytest.raises(AnnotationError, match=r"trainImageList.txt, line 2: expected an image path "
+                                              r"and 14 numbers .* found 13"):
+        CUHK5Point(tmp_path, "train")
+
+
+def test_cuhk_non_finite_and_bad_token(tmp_path):
+    make_cuhk(tmp_path, [LINE.replace("20.5", "nan")])
+    with pytest.raises(AnnotationError, match="line 1: point 0 has a non-finite coordinate"):
+        CUHK5Point(tmp_path, "train")
+    make_cuhk(tmp_path, [LINE.replace("20.5", "x1")])
+    with pytest.raises(AnnotationError, match="line 1: not a number"):
+        CUHK5Point(tmp_path, "train")
+
+
+def test_cuhk_missing_image_and_list(tmp_path):
+    make_cuhk(tmp_path, [LINE.replace("a.jpg", "b.jpg")])
+    with pytest.raises(FileNotFoundError, match=r"line 1: image not found: .*b.jpg"):
+        CUHK5Point(tmp_path, "train")
+    with pytest.raises(FileNotFoundError, match="testImageList.txt.*Sun et al"):
+        CUHK5Point(tmp_path, "test")
+    with pytest.raises(ValueError, match=r"split must be one of \['test', 'train'\]"):
+        CUHK5Point(tmp_path, "val")
+
+
+def pts_text(points, header=True):
+    body = "\n".join(f"{x} {y}" for x, y in points)
+    return f"version: 1\nn_points: {len(points)}\n{{\n{body}\n}}\n" if header else body + "\n"
+
+
+def test_pts_round_trip_and_one_based(tmp_path):
+    pts = np.random.default_rng(0).uniform(0, 100, (68, 2))
+    write_pts(tmp_path / "a.pts", pts)
+    np.testing.assert_allclose(read_pts(tmp_path / "a.pts", 68), pts, atol=1e-6)
+    (tmp_path / "b.pts").write_text(pts_text([(1.0, 1.0)] * 68))
+    np.testing.assert_allclose(read_pts(tmp_path / "b.pts", 68), 0.0)  # 1-based -> 0-based
+    (tmp_path / "c.pts").write_text(pts_text([(1.0, 2.0)] * 68, header=False))
+    assert read_pts(tmp_path / "c.pts", 68).shape == (68, 2)
+
+
+def test_pts_with_67_points_names_file(tmp_path):
+    (tmp_path / "x.pts").write_text(pts_text([(1.0, 1.0)] * 67))
+    with pytest.raises(AnnotationError, match=r"x.pts: expected 68 points, found 67"):
+        read_pts(tmp_path / "x.pts", 68)
+    (tmp_path / "y.pts").write_text(pts_text([(1.0, 1.0)] * 67).replace("n_points: 67", "n_points: 68"))
+    with pytest.raises(AnnotationError, match="header says n_points: 68 but 67"):
+        read_pts(tmp_path / "y.pts")
+    (tmp_path / "z.pts").write_text(pts_text([(1.0, 1.0)] * 67 + [("inf", 2.0)]))
+    with pytest.raises(AnnotationError, match=r"z.pts, line 71: non-finite"):
+        read_pts(tmp_path / "z.pts", 68)
+
+
+def test_w300_split_with_missing_parts(tmp_path):
+    for i in range(3):
+        write_image(tmp_path / "helen" / "testset" / f"{i}.jpg", mode="RGB")
+        (tmp_path / "helen" / "testset" / f"{i}.pts").write_text(pts_text([(i + 1.0, 2.0)] * 68))
+    ds = W300(tmp_path, "common")
+    assert len(ds) == 3 and ds.present == ["helen/testset"] and ds.missing == ["lfpw/testset"]
+    assert ds[2]["landmarks"][0].tolist() == [2.0, 1.0]
+    with pytest.raises(FileNotFoundError, match="lfpw/testset"):
+        W300(tmp_path, "common", missing_ok=False)
+    (tmp_path / "helen" / "testset" / "0.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"0.pts: no image beside it"):
+        W300(tmp_path, "common")
+
+
+def test_corrupt_image_is_named(tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(ValueError, match="broken.jpg: cannot decode image"):
+        load_image(tmp_path / "broken.jpg")
+
+
+@pytest.mark.realdata
+def test_real_cuhk_counts(cuhk_root):
+    assert len(CUHK5Point(cuhk_root, "train")) == 10_000
+    test = CUHK5Point(cuhk_root, "test")
+    assert len(test) == 3_466
+    s = test[0]
+    assert s["image"].shape[0] == 3 and s["landmarks"].shape == (5, 2)
+    # points lie inside their face box, give or take a few pixels
+    lm, box = s["landmarks"].numpy(), s["box"].numpy()
+    assert (lm[:, 0] > box[0] - 5).all() and (lm[:, 0] < box[2] + 5).all()
+
+
+@pytest.mark.realdata
+def test_real_300w_subset_counts(w300_root):
+    assert len(W300(w300_root, "afw")) == 337
+    assert len(W300(w300_root, "helen/testset")) == 330
+    train = W300(w300_root, "train")
+    assert train.missing == ["lfpw/trainset"] and len(train) == 337 + 870
