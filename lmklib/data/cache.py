@@ -120,6 +120,22 @@ def _digest(fp: dict) -> str:
     return hashlib.sha1(json.dumps(fp, sort_keys=True).encode()).hexdigest()
 
 
+def _identity(x):
+    return x
+
+
+class _PreTransformed(Dataset):
+    def __init__(self, dataset: Dataset, pre_transform: Callable[[dict], dict] | None):
+        self.dataset, self.pre_transform = dataset, pre_transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.dataset[i]
+        return self.pre_transform(s) if self.pre_transform is not None else s
+
+
 class CachedDataset(Dataset):
     """A dataset whose decoded, pre-transformed samples live in memory-mapped ``.npy`` files.
 
@@ -134,12 +150,13 @@ class CachedDataset(Dataset):
         transform: ``sample -> sample`` run on every access (random augmentation, ``ToFloat``).
         rebuild: rebuild even when the cache looks valid.
         progress: show a tqdm bar while building.
+        num_workers: DataLoader worker processes that decode while building (0 = in process).
     """
 
     def __init__(self, dataset: Dataset, cache_dir: str | os.PathLike | None = None,
                  key: str | None = None, pre_transform: Callable[[dict], dict] | None = None,
                  transform: Callable[[dict], dict] | None = None, rebuild: bool = False,
-                 progress: bool = False):
+                 progress: bool = False, num_workers: int = 0):
         self.dataset, self.pre_transform, self.transform = dataset, pre_transform, transform
         self.scheme = getattr(dataset, "scheme", None)
         fp = dataset_fingerprint(dataset, pre_transform)
@@ -148,7 +165,7 @@ class CachedDataset(Dataset):
         self.path = Path(cache_dir if cache_dir is not None else paths.cache_root()) / key
         self.built = False  # True when this instance (re)built the cache
         if rebuild or not self._valid():
-            self._build(fp, progress)
+            self._build(fp, progress, num_workers)
             self.built = True
         with open(self.path / "meta.json", encoding="utf-8") as f:
             self._meta = json.load(f)
@@ -162,11 +179,7 @@ class CachedDataset(Dataset):
         except (OSError, ValueError):
             return False
 
-    def _sample(self, i: int) -> dict:
-        s = self.dataset[i]
-        return self.pre_transform(s) if self.pre_transform is not None else s
-
-    def _build(self, fp: dict, progress: bool) -> None:
+    def _build(self, fp: dict, progress: bool, num_workers: int) -> None:
         n = len(self.dataset)
         if n == 0:
             raise ValueError(f"cannot cache an empty dataset ({type(self.dataset).__name__})")
@@ -174,7 +187,10 @@ class CachedDataset(Dataset):
         tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
-            first = self._sample(0)
+            source = _PreTransformed(self.dataset, self.pre_transform)
+            samples = iter(torch.utils.data.DataLoader(
+                source, batch_size=None, num_workers=num_workers, collate_fn=_identity))
+            first = next(samples)
             shapes = {k: tuple(self._field(first, k).shape) for k in FIELDS}
             dtypes = {k: self._field(first, k).dtype for k in FIELDS}
             out = {k: np.lib.format.open_memmap(tmp / f"{k}.npy", mode="w+", dtype=dtypes[k],
@@ -185,7 +201,7 @@ class CachedDataset(Dataset):
                 from tqdm.auto import tqdm
                 it = tqdm(it, desc=f"caching {self.path.name}", unit="sample")
             for i in it:
-                s = first if i == 0 else self._sample(i)
+                s = first if i == 0 else next(samples)
                 for k in FIELDS:
                     v = self._field(s, k)
                     if tuple(v.shape) != shapes[k]:

@@ -348,7 +348,8 @@ class CropToBox(RandomTransform):
 
     def __repr__(self) -> str:
         return (f"CropToBox(output_size={self.output_size}, scale={self.scale}, "
-                f"jitter={self.jitter}, square={self.square}, padding={self.padding!r})")
+                f"jitter={self.jitter}, square={self.square}, padding={self.padding!r}"
+                + ("" if self.antialias else ", antialias=False") + ")")
 
 
 class Resize:

@@ -131,3 +131,11 @@ def test_real_cuhk_crops(cuhk_root, tmp_path):
     assert ((lm > -0.5) & (lm < 39.5)).all()      # the points lie inside the cropped face
     back = T.invert_points(lm.double(), cached.arrays["affine"])
     torch.testing.assert_close(back, torch.from_numpy(ds.landmarks_array()), atol=1e-4, rtol=0)
+
+
+def test_build_with_worker_processes(faces, tmp_path):
+    crop = T.CropToBox(24)
+    a = CachedDataset(faces, tmp_path / "a", pre_transform=crop)
+    b = CachedDataset(faces, tmp_path / "b", pre_transform=crop, num_workers=1)
+    for k in ("image", "landmarks", "affine"):
+        np.testing.assert_array_equal(a.arrays[k], b.arrays[k])
