@@ -229,7 +229,7 @@ def write_submission(path: str | os.PathLike, predictions: np.ndarray,
             raise ValueError(f"{lookup_file}: RowId {row_id} asks for ImageId {image_id}, which "
                              f"has no prediction (ids given: {ids.min()}..{ids.max()})")
         k, c = _FEATURE_INDEX[feature]
-        v = pred[row_of[image_id], k, c]
+        v = float(pred[row_of[image_id], k, c])
         if not np.isfinite(v):
             raise ValueError(f"prediction for ImageId {image_id} {feature} is not finite ({v})")
         if clip:
