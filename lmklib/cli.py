@@ -58,6 +58,18 @@ def _cmd_data(args: argparse.Namespace) -> int:
     with __import__("pandas").option_context("display.width", 200, "display.max_rows", 200,
                                              "display.max_colwidth", 60):
         print(table.to_string(index=False))
+    incomplete = table.groupby("dataset", sort=False)["status"].agg(
+        lambda st: "missing" if (st == "missing").all() else
+        ("partial" if (st != "present").any() else "present"))
+    incomplete = incomplete[incomplete != "present"]
+    if len(incomplete):
+        print("\nNot (fully) present, and how to get them (see also data/README.md):")
+    for name, status in incomplete.items():
+        entry = catalog.get_entry(name)
+        where = entry.find(root) or root / entry.folders[0]
+        print(f"\n* {entry.title} [{name}, {status}]; expected in {where}/")
+        print(f"    obtain: {entry.how_to_get}")
+        print(f"    layout: {entry.layout}")
     return 0
 
 
