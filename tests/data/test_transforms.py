@@ -48,6 +48,7 @@ GEOMETRIC = {
     "random_rotate": T.RandomRotate(30, seed=3),
     "random_rotate_choice": T.RandomRotate(choices=(-15, 12), seed=4),
     "random_scale": T.RandomScale(0.75, 1.25, seed=5),
+    "similarity": T.RandomSimilarity(30, (0.75, 1.25), shift=0.05, seed=9),
     "chain": T.Compose([T.CropToBox(80, scale=1.4, jitter=0.05, seed=6),
                         T.RandomRotate(30, seed=7), T.RandomScale(seed=8)]),
 }

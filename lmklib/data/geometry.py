@@ -1,0 +1,250 @@
+"""Affine pixel geometry shared by the transforms: 2x3 maps, warping, box crops, point windows.
+
+Conventions: points are ``(x, y)`` pixels, 0-based, pixel centres at integers, so a ``W``-pixel
+row covers ``[-0.5, W - 0.5]``. An affine ``A`` (2x3, float64) maps input points to output points,
+``p' = A[:, :2] @ p + A[:, 2]``; images are warped by pulling each output pixel centre back
+through ``A^-1`` with ``grid_sample(align_corners=False)`` and the matching normalisation, so pixels
+and points agree exactly. Angles are degrees, positive = counter-clockwise as displayed.
+Everything here is also importable from :mod:`lmklib.data.transforms`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+Size = int | tuple[int, int]
+
+
+def _hw(size: Size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _as3(a) -> np.ndarray:
+    """2x3 (or [..., 2, 3]) affine -> 3x3 homogeneous float64."""
+    a = np.asarray(a, dtype=np.float64)
+    out = np.zeros(a.shape[:-2] + (3, 3))
+    out[..., :2, :] = a
+    out[..., 2, 2] = 1.0
+    return out
+
+
+def compose_affine(second, first) -> np.ndarray:
+    """The affine ``second o first`` (apply ``first``, then ``second``), both 2x3."""
+    return (_as3(second) @ _as3(first))[..., :2, :]
+
+
+def invert_affine(affine) -> np.ndarray:
+    """Inverse of a 2x3 (or ``[..., 2, 3]``) affine (closed form: cheap per sample)."""
+    a = np.asarray(affine, dtype=np.float64)
+    m00, m01, t0 = a[..., 0, 0], a[..., 0, 1], a[..., 0, 2]
+    m10, m11, t1 = a[..., 1, 0], a[..., 1, 1], a[..., 1, 2]
+    det = m00 * m11 - m01 * m10
+    out = np.empty_like(a)
+    out[..., 0, 0], out[..., 0, 1] = m11 / det, -m01 / det
+    out[..., 1, 0], out[..., 1, 1] = -m10 / det, m00 / det
+    out[..., 0, 2] = -(out[..., 0, 0] * t0 + out[..., 0, 1] * t1)
+    out[..., 1, 2] = -(out[..., 1, 0] * t0 + out[..., 1, 1] * t1)
+    return out
+
+
+def apply_affine(points, affine):
+    """Map points ``[..., K, 2]`` through a 2x3 affine (``[2, 3]`` or batched ``[..., 2, 3]``).
+
+    NaN points stay NaN. Returns the same type as ``points`` (numpy or torch, dtype kept).
+    """
+    a = np.asarray(affine, dtype=np.float64)
+    if isinstance(points, torch.Tensor):
+        if points.device.type == "cpu" and not points.requires_grad:
+            out = apply_affine(points.detach().numpy().astype(np.float64), a)
+            return torch.from_numpy(out).to(points.dtype)
+        at = torch.as_tensor(a, device=points.device)
+        p = points.to(torch.float64)
+        return (p @ at[..., :2].transpose(-1, -2) + at[..., 2].unsqueeze(-2)).to(points.dtype)
+    p = np.asarray(points, dtype=np.float64)
+    out = p @ np.swapaxes(a[..., :2], -1, -2) + a[..., None, :, 2]
+    return out.astype(np.result_type(np.asarray(points).dtype, np.float32), copy=False)
+
+
+def invert_points(points, affine):
+    """Send points ``[..., K, 2]`` predicted in a transformed image back to the original image.
+
+    ``affine`` is ``sample["meta"]["affine"]`` (``[2, 3]``, or ``[N, 2, 3]`` for a collated batch
+    with points ``[N, K, 2]``).
+    """
+    return apply_affine(points, invert_affine(affine))
+
+
+def _theta(affine: np.ndarray, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+    """affine_grid ``theta`` [..., 2, 3] that samples ``A^-1(output pixel)`` from the input:
+    ``N_in o A^-1 o N_out^-1`` with ``N`` pixel -> [-1, 1] (align_corners=False)."""
+    inv = invert_affine(affine)
+    (hi, wi), (ho, wo) = in_hw, out_hw
+    sx_in, sy_in = 2.0 / wi, 2.0 / hi                  # N_in: x_n = s x + (s / 2 - 1)
+    th = inv.copy()
+    th[..., 0, :] *= sx_in
+    th[..., 1, :] *= sy_in
+    th[..., 0, 2] += sx_in / 2 - 1
+    th[..., 1, 2] += sy_in / 2 - 1
+    # N_out^-1: x = (x_n + 1) wo / 2 - 0.5
+    th[..., :, 2] += th[..., :, 0] * (wo / 2 - 0.5) + th[..., :, 1] * (ho / 2 - 0.5)
+    th[..., :, 0] *= wo / 2
+    th[..., :, 1] *= ho / 2
+    return th
+
+
+def warp_affine(image: torch.Tensor, affine, out_size: Size, mode: str = "bilinear",
+                padding: str = "zeros", antialias: bool = True) -> torch.Tensor:
+    """Resample ``image`` ``[C, H, W]`` or ``[N, C, H, W]`` so that input point ``p`` lands on
+    ``A p`` in an output of ``out_size`` ``(H', W')``.
+
+    Args:
+        affine: ``[2, 3]`` (or ``[N, 2, 3]`` for a batch) input-pixel -> output-pixel map.
+        mode / padding: ``grid_sample`` options (``"zeros"``, ``"border"``, ``"reflection"``).
+        antialias: when the map shrinks the image by more than 1.5x, first resize the input with
+            torchvision's antialiased resize (exact half-pixel geometry), then warp.
+    Returns:
+        the warped image, same dtype as the input (uint8 is rounded and clamped).
+    """
+    out_hw = _hw(out_size)
+    batched = image.dim() == 4
+    x = image if batched else image.unsqueeze(0)
+    a = np.broadcast_to(np.asarray(affine, dtype=np.float64), (x.shape[0], 2, 3)).copy()
+    in_hw = (x.shape[-2], x.shape[-1])
+    if antialias:
+        shrink = 1.0 / np.sqrt(np.abs(a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0]))
+        if shrink.min() > 1.5:  # one common pre-resize keeps the batch a single tensor
+            f = float(shrink.min())
+            small = (max(1, round(in_hw[0] / f)), max(1, round(in_hw[1] / f)))
+            x = TF.resize(x, list(small), antialias=True)
+            a = compose_affine(a, invert_affine(resize_affine(in_hw, small)))
+            in_hw = small
+    theta = torch.as_tensor(_theta(a, in_hw, out_hw), dtype=torch.float32)
+    xf = x.float() if not x.is_floating_point() else x
+    grid = F.affine_grid(theta.to(xf.device, xf.dtype), [x.shape[0], x.shape[1], *out_hw],
+                         align_corners=False)
+    out = F.grid_sample(xf, grid, mode=mode, padding_mode=padding, align_corners=False)
+    if image.dtype == torch.uint8:
+        out = out.round_().clamp_(0, 255).to(torch.uint8)
+    return out if batched else out[0]
+
+
+def resize_affine(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+    """Affine of a plain resize with the half-pixel convention: ``x' = (x + 0.5) W'/W - 0.5``."""
+    sy, sx = out_hw[0] / in_hw[0], out_hw[1] / in_hw[1]
+    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]])
+
+
+def box_affine(box, out_size: Size, scale: float = 1.0, square: bool = True,
+               shift=(0.0, 0.0)) -> np.ndarray:
+    """Affine(s) that crop a face box to ``out_size``.
+
+    The box ``(x0, y0, x1, y1)`` (``[4]`` or ``[N, 4]``) is taken as a continuous region; it is
+    made square (side = the longer side) if ``square``, enlarged ``scale`` times about its centre,
+    moved by ``shift`` (``[2]`` or ``[N, 2]``, in units of the enlarged box's width/height), and
+    mapped onto the whole output area ``[-0.5, W' - 0.5]``: the box centre lands on
+    ``((W'-1)/2, (H'-1)/2)``. Returns ``[2, 3]`` or ``[N, 2, 3]``.
+    """
+    oh, ow = _hw(out_size)
+    b = np.asarray(box, dtype=np.float64)
+    cx, cy = (b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2
+    w, h = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
+    if square:
+        w = h = np.maximum(w, h)
+    w, h = w * scale, h * scale
+    s = np.asarray(shift, dtype=np.float64)
+    cx, cy = cx + s[..., 0] * w, cy + s[..., 1] * h
+    sx, sy = ow / w, oh / h
+    a = np.zeros(b.shape[:-1] + (2, 3))
+    a[..., 0, 0], a[..., 0, 2] = sx, (ow - 1) / 2 - sx * cx
+    a[..., 1, 1], a[..., 1, 2] = sy, (oh - 1) / 2 - sy * cy
+    return a
+
+
+def crop_batch(images: torch.Tensor, boxes, out_size: Size, scale: float = 1.0,
+               square: bool = True, shift=(0.0, 0.0), padding: str = "zeros",
+               antialias: bool = True) -> tuple[torch.Tensor, np.ndarray]:
+    """Crop face boxes from a batch in one ``grid_sample`` call.
+
+    Args:
+        images: ``[N, C, H, W]`` uint8 or float.
+        boxes: ``[N, 4]`` ``(x0, y0, x1, y1)`` pixels; geometry as in :func:`box_affine`.
+    Returns:
+        ``(crops [N, C, H', W'], affines [N, 2, 3])``; map points with :func:`apply_affine`.
+    """
+    affines = box_affine(boxes, out_size, scale, square, shift)
+    return warp_affine(images, affines, out_size, padding=padding, antialias=antialias), affines
+
+
+def _window_step(half_sizes: torch.Tensor, out_size: int) -> torch.Tensor:
+    return 2 * half_sizes / (out_size - 1) if out_size > 1 else torch.zeros_like(half_sizes)
+
+
+def crop_windows(images: torch.Tensor, centres, half_sizes, out_size: int,
+                 padding: str = "zeros") -> torch.Tensor:
+    """Crop ``M`` square windows per image (CCNN's patches around each point), bilinear.
+
+    Geometry: the ``out_size`` samples of a window are spaced ``step = 2 h / (out_size - 1)``
+    pixels apart and the outermost ones fall on ``c - h`` and ``c + h``: output pixel ``(u, v)``
+    reads the input at ``(cx + (u - (out-1)/2) step, cy + (v - (out-1)/2) step)``. So the centre
+    ``c`` lands on ``(out_size - 1) / 2``, and ``h = 7, out_size = 15`` around an integer centre is
+    an exact copy of the 15 x 15 pixels ``c - 7 .. c + 7``. Outside the image: ``padding``.
+    No antialiasing: when ``2 h`` is much larger than ``out_size``, crop from a downsized image.
+    Convert coordinates with :func:`window_to_image` / :func:`image_to_window`.
+
+    Args:
+        images: ``[N, C, H, W]`` float (uint8 is converted).
+        centres: ``[N, M, 2]`` window centres (x, y), pixels.
+        half_sizes: ``[N, M]`` (or broadcastable) half side ``h``, pixels.
+    Returns:
+        ``[N, M, C, out_size, out_size]`` float.
+    """
+    x = images.float() if not images.is_floating_point() else images
+    n, c, h, w = x.shape
+    ctr = torch.as_tensor(centres, dtype=x.dtype, device=x.device)
+    m = ctr.shape[1]
+    half = torch.as_tensor(half_sizes, dtype=x.dtype, device=x.device).expand(n, m)
+    offs = torch.arange(out_size, dtype=x.dtype, device=x.device) - (out_size - 1) / 2
+    step = _window_step(half, out_size)[..., None]                       # [N, M, 1]
+    gx = ctr[..., 0:1] + offs * step                                      # [N, M, out]
+    gy = ctr[..., 1:2] + offs * step
+    gx = (2 * gx + 1) / w - 1                                             # align_corners=False
+    gy = (2 * gy + 1) / h - 1
+    grid = torch.stack(torch.broadcast_tensors(gx[:, :, None, :], gy[:, :, :, None]), dim=-1)
+    grid = grid.reshape(n, m * out_size, out_size, 2)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+    return out.reshape(n, c, m, out_size, out_size).permute(0, 2, 1, 3, 4)
+
+
+def _window_frame(points, centres, half_sizes, out_size: int):
+    p = torch.as_tensor(points, dtype=torch.float64)
+    ctr = torch.as_tensor(centres, dtype=torch.float64)
+    step = _window_step(torch.as_tensor(half_sizes, dtype=torch.float64), out_size)
+    extra = p.dim() - ctr.dim()
+    return (p, ctr.reshape(ctr.shape[:-1] + (1,) * extra + (2,)),
+            step.reshape(step.shape + (1,) * (extra + 1)))
+
+
+def window_to_image(points, centres, half_sizes, out_size: int) -> torch.Tensor:
+    """Window pixel coordinates ``[N, M, ..., 2]`` -> image pixels (float64), for windows of
+    :func:`crop_windows` with ``centres [N, M, 2]`` and ``half_sizes [N, M]``."""
+    p, ctr, step = _window_frame(points, centres, half_sizes, out_size)
+    return ctr + (p - (out_size - 1) / 2) * step
+
+
+def image_to_window(points, centres, half_sizes, out_size: int) -> torch.Tensor:
+    """Image pixels ``[N, M, ..., 2]`` -> window pixel coordinates (needs ``out_size > 1``)."""
+    p, ctr, step = _window_frame(points, centres, half_sizes, out_size)
+    return (p - ctr) / step + (out_size - 1) / 2
+
+
+def rotation_affine(angle: float, centre: tuple[float, float], scale: float = 1.0) -> np.ndarray:
+    """Rotate by ``angle`` degrees counter-clockwise (as displayed) and scale about ``centre``."""
+    t = math.radians(angle)
+    c, s = scale * math.cos(t), scale * math.sin(t)
+    cx, cy = centre
+    return np.array([[c, s, cx - c * cx - s * cy], [-s, c, cy + s * cx - c * cy]])
