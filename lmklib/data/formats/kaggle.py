@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -41,7 +42,17 @@ _FEATURE_INDEX = {c: (i // 2, i % 2) for i, c in enumerate(KAGGLE15_COLUMNS)}
 
 
 def _parse_image(text: str, path: Path, line: int, size: int) -> np.ndarray:
-    tokens = text.split()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # a bad token: handled below
+            fast = np.fromstring(text, dtype=np.int64, sep=" ")  # C parser: ~10x faster than split
+    except ValueError:
+        fast = np.zeros(0, dtype=np.int64)
+    if fast.size == size * size:  # numpy raises on any token it cannot read
+        if fast.min(initial=0) < 0 or fast.max(initial=0) > 255:
+            raise AnnotationError(path, "Image: pixel values must be integers in 0..255", line)
+        return fast.astype(np.uint8).reshape(size, size)
+    tokens = text.split()  # slow path: say exactly what is wrong
     if len(tokens) != size * size:
         raise AnnotationError(path, f"Image has {len(tokens)} pixel values, expected "
                               f"{size}*{size} = {size * size}", line)
