@@ -123,7 +123,7 @@ def decode_heatmaps(heatmaps, method: str = "dark", *, beta: float | None = None
     elif method == "argmax":
         pts = torch.stack([x, y], -1)
     elif method == "quarter_offset":
-        xi, yi, rows = x.long(), y.long(), torch.arange(len(flat))
+        xi, yi, rows = x.long(), y.long(), torch.arange(len(flat), device=flat.device)
         inx = (xi > 0) & (xi < w - 1)
         iny = (yi > 0) & (yi < h - 1)
         dx = flat[rows, yi, (xi + 1).clamp(max=w - 1)] - flat[rows, yi, (xi - 1).clamp(min=0)]
@@ -142,7 +142,7 @@ def _dark(flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, blur_kernel: int
     m = _gaussian_blur(flat, blur_kernel) if blur_kernel and blur_kernel > 1 else flat
     L = torch.log(m.clamp_min(1e-10)).double()
     L = F.pad(L[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]        # so border lookups work
-    rows = torch.arange(len(flat))
+    rows = torch.arange(len(flat), device=flat.device)
     xi, yi = x.long() + 1, y.long() + 1
     at = lambda dy, dx: L[rows, yi + dy, xi + dx]                       # noqa: E731
     gx = 0.5 * (at(0, 1) - at(0, -1))

@@ -77,3 +77,22 @@ def test_stride_conversion_and_targets():
     assert t.shape == (1, 1, 64, 32)
     dec = HM.heatmap_to_image(HM.decode_heatmaps(t, "dark"), 4)
     torch.testing.assert_close(dec, torch.tensor([[[33.5, 97.5]]]), atol=1e-3, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    from lmklib.data import transforms as T
+
+    pts = torch.tensor(np.random.default_rng(2).uniform(5, 25, (3, 4, 2)), dtype=torch.float32)
+    maps = HM.gaussian_heatmaps(pts, 32, 1.5)
+    for method in HM.METHODS:
+        torch.testing.assert_close(HM.decode_heatmaps(maps.cuda(), method).cpu(),
+                                   HM.decode_heatmaps(maps, method), atol=1e-4, rtol=0)
+    torch.testing.assert_close(HM.gaussian_heatmaps(pts.cuda(), 32, 1.5).cpu(), maps)
+    img = torch.rand(2, 3, 40, 40)
+    c, h = torch.rand(2, 4, 2) * 40, torch.full((2, 4), 5.0)
+    torch.testing.assert_close(T.crop_windows(img.cuda(), c.cuda(), h.cuda(), 11).cpu(),
+                               T.crop_windows(img, c, h, 11), atol=1e-5, rtol=0)
+    a = T.rotation_affine(20, (20, 20))
+    torch.testing.assert_close(T.warp_affine(img.cuda(), a, 40).cpu(), T.warp_affine(img, a, 40),
+                               atol=1e-5, rtol=0)
