@@ -5,9 +5,11 @@ the real dataset lays them out (file names, folders, 0/1-based conventions, MATL
 and returns what it wrote, as 0-based ``[N, K, 2]`` landmarks per split, so tests and notebooks can
 check a loader end to end (write -> load -> same landmarks) without the real data.
 
-Images are generated pictures: a smooth gradient with a dot at each landmark (no real face). They
-are made here, not by :mod:`lmklib.data.synthetic`, so that fixtures never change when the
-synthetic face generator does.
+Pictures: with ``faces="auto"`` (default) a writer uses :func:`lmklib.data.synthetic.generate`
+(drawn faces whose landmarks are exact) when that module is importable and supports the scheme,
+pasted onto a canvas of the dataset's image size; otherwise, or with ``faces="drawn"``, a smooth
+gradient with a dot at each landmark. Either way the files follow the format exactly, which is all
+the loaders and their tests rely on.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from .schemes import get_scheme
 
-__all__ = ["face_points", "draw_image", "write_kaggle_fixture", "write_cofw_fixture",
+__all__ = ["face_points", "draw_image", "make_faces", "write_kaggle_fixture", "write_cofw_fixture",
            "write_wflw_fixture", "write_aflw2000_fixture", "write_300wlp_fixture",
            "write_bioid_fixture", "write_celeba_fixture", "write_cuhk_fixture",
            "write_300w_fixture", "write_all_fixtures"]
@@ -52,6 +54,46 @@ def draw_image(height: int, width: int, points: np.ndarray | None = None, seed: 
     return img[..., 0] if channels == 1 else img
 
 
+def make_faces(n: int, scheme: str, width: int, height: int, seed: int,
+               channels: int | tuple[int, ...] = 3, decimals: int | None = 3,
+               faces: str = "auto") -> tuple[list[np.ndarray], np.ndarray]:
+    """``n`` pictures ``[H, W(, C)]`` uint8 and their 0-based points ``[n, K, 2]`` (rounded to
+    ``decimals``). ``channels``: 1 or 3, or one value per picture. ``faces``: ``"auto"``,
+    ``"synthetic"`` (fail if unavailable) or ``"drawn"`` (module docstring)."""
+    if faces not in ("auto", "synthetic", "drawn"):
+        raise ValueError(f"faces must be 'auto', 'synthetic' or 'drawn', got {faces!r}")
+    chans = (channels,) * n if isinstance(channels, int) else tuple(channels)
+    k = get_scheme(scheme).num_points
+    if faces != "drawn":
+        try:
+            from .synthetic import generate
+
+            side = min(width, height)
+            gen = [generate(n, size=side, seed=seed, scheme=scheme, grayscale=g)
+                   for g in (False, True)]
+        except (ImportError, ValueError):
+            if faces == "synthetic":
+                raise
+        else:
+            ox, oy = (width - side) // 2, (height - side) // 2
+            pts = gen[0]["landmarks"].astype(np.float64) + [ox, oy]
+            pts = np.round(pts, decimals) if decimals is not None else pts
+            images = []
+            for i, c in enumerate(chans):
+                canvas = draw_image(height, width, None, seed + i, c)
+                face = gen[c == 1]["images"][i]
+                canvas[oy:oy + side, ox:ox + side] = face[..., 0] if c == 1 else face
+                images.append(canvas)
+            return images, pts
+    rng = np.random.default_rng(seed)
+    pts = face_points(n, k, width, height, rng, decimals)
+    return [draw_image(height, width, p, seed + i, c) for i, (p, c) in enumerate(zip(pts, chans))], pts
+
+
+def _seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(2 ** 31))
+
+
 def _save(path: Path, arr: np.ndarray) -> None:
     from PIL import Image
 
@@ -68,7 +110,7 @@ def _root(root: str | os.PathLike) -> Path:
 # --- Kaggle ------------------------------------------------------------------------------------------
 
 def write_kaggle_fixture(root: str | os.PathLike, n: int = 5, seed: int = 0,
-                         n_test: int | None = None) -> dict:
+                         n_test: int | None = None, faces: str = "auto") -> dict:
     """``training.csv`` (n rows; rows 1, 3, ... miss some keypoints), ``test.csv`` and
     ``IdLookupTable.csv`` (all 30 features of test image 1, four of each other image)."""
     from .formats.kaggle import write_id_lookup, write_kaggle_csv
@@ -76,12 +118,12 @@ def write_kaggle_fixture(root: str | os.PathLike, n: int = 5, seed: int = 0,
 
     root, rng = _root(root), np.random.default_rng(seed)
     n_test = n if n_test is None else n_test
-    lm = face_points(n, 15, 96, 96, rng)
+    train, lm = make_faces(n, "kaggle15", 96, 96, _seed(rng), 1, faces=faces)
+    train = np.stack(train)
     for i in range(1, n, 2):
         lm[i, rng.choice(15, size=min(i, 10), replace=False)] = np.nan
-    train = np.stack([draw_image(96, 96, p, seed + i, 1) for i, p in enumerate(lm)])
-    test_pts = face_points(n_test, 15, 96, 96, rng)
-    test = np.stack([draw_image(96, 96, p, seed + 100 + i, 1) for i, p in enumerate(test_pts)])
+    test, test_pts = make_faces(n_test, "kaggle15", 96, 96, _seed(rng), 1, faces=faces)
+    test = np.stack(test)
     write_kaggle_csv(root / "training.csv", train, lm)
     write_kaggle_csv(root / "test.csv", test)
     requests = [(1, c) for c in KAGGLE15_COLUMNS]
@@ -122,7 +164,7 @@ def _write_mat73(path: Path, images: list[np.ndarray], phis: np.ndarray, boxes: 
 
 
 def write_cofw_fixture(root: str | os.PathLike, n_train: int = 4, n_test: int = 3,
-                       seed: int = 0) -> dict:
+                       seed: int = 0, faces: str = "auto") -> dict:
     """``COFW_train_color.mat`` / ``COFW_test_color.mat`` (HDF5, MATLAB 1-based values); the first
     test image is grayscale, as some COFW images are."""
     from .formats.cofw import FILES, VARIABLES
@@ -131,12 +173,11 @@ def write_cofw_fixture(root: str | os.PathLike, n_train: int = 4, n_test: int = 
     out = {}
     for split, n in (("train", n_train), ("test", n_test)):
         h, w = 120, 100
-        pts = face_points(n, 29, w, h, rng)
+        chans = tuple(1 if (split == "test" and i == 0) else 3 for i in range(n))
+        images, pts = make_faces(n, "cofw29", w, h, _seed(rng), chans, faces=faces)
         occ = (rng.uniform(size=(n, 29)) < 0.2).astype(np.float64)
         boxes = np.stack([pts[..., 0].min(1) - 5, pts[..., 1].min(1) - 5,
                           np.ptp(pts[..., 0], 1) + 10, np.ptp(pts[..., 1], 1) + 10], 1)
-        images = [draw_image(h, w, p, seed + i, 1 if (split == "test" and i == 0) else 3)
-                  for i, p in enumerate(pts)]
         phis = np.concatenate([pts[..., 0] + 1, pts[..., 1] + 1, occ], axis=1)  # 1-based
         mat_boxes = boxes.copy()
         mat_boxes[:, :2] += 1
@@ -151,7 +192,7 @@ def write_cofw_fixture(root: str | os.PathLike, n_train: int = 4, n_test: int = 
 # --- WFLW --------------------------------------------------------------------------------------------
 
 def write_wflw_fixture(root: str | os.PathLike, n_train: int = 4, n_test: int = 6,
-                       seed: int = 0) -> dict:
+                       seed: int = 0, faces: str = "auto") -> dict:
     """The two WFLW list files and images under ``WFLW_images/<event>/``; test face ``i`` has
     attribute ``i % 6`` set (so every subset is non-empty when ``n_test >= 6``)."""
     from .formats.wflw import LIST_FILES
@@ -161,7 +202,7 @@ def write_wflw_fixture(root: str | os.PathLike, n_train: int = 4, n_test: int = 
     lists.mkdir(parents=True, exist_ok=True)
     out = {}
     for split, n in (("train", n_train), ("test", n_test)):
-        pts = face_points(n, 98, 160, 140, rng, decimals=6)
+        images, pts = make_faces(n, "wflw98", 160, 140, _seed(rng), decimals=6, faces=faces)
         lines, attrs = [], np.zeros((n, 6), dtype=int)
         for i, p in enumerate(pts):
             if split == "test":
@@ -169,7 +210,7 @@ def write_wflw_fixture(root: str | os.PathLike, n_train: int = 4, n_test: int = 
             else:
                 attrs[i] = rng.integers(0, 2, 6)
             name = f"{i % 2}--Event_{i % 2}/{split}_{i:03d}.jpg"
-            _save(root / "WFLW_images" / name, draw_image(140, 160, p, seed + i))
+            _save(root / "WFLW_images" / name, images[i])
             box = [int(p[:, 0].min()) - 2, int(p[:, 1].min()) - 2, int(p[:, 0].max()) + 3,
                    int(p[:, 1].max()) + 3]
             lines.append(" ".join([f"{v:.6f}" for v in p.reshape(-1)] + [str(b) for b in box]
@@ -185,7 +226,7 @@ _AFLW2000_YAWS = (5.0, -20.0, 45.0, -50.0, 75.0, -80.0, 95.0, 10.0)
 
 
 def write_aflw2000_fixture(root: str | os.PathLike, n: int = 8, seed: int = 0,
-                           yaws: tuple[float, ...] | None = None) -> dict:
+                           yaws: tuple[float, ...] | None = None, faces: str = "auto") -> dict:
     """``imageXXXXX.jpg`` + ``.mat`` pairs (``pt3d_68`` 3x68, ``pt2d`` 2x21 with -1 for two
     unannotated points, ``Pose_Para`` 1x7 radians, ``roi``), 1-based as MATLAB. Yaws cycle through
     5, -20, 45, -50, 75, -80, 95, 10 degrees (bins 3 / 2 / 2 and 1 beyond 90 for ``n = 8``)."""
@@ -193,14 +234,14 @@ def write_aflw2000_fixture(root: str | os.PathLike, n: int = 8, seed: int = 0,
 
     root, rng = _root(root), np.random.default_rng(seed)
     yaws = _AFLW2000_YAWS if yaws is None else tuple(yaws)
-    pts68 = face_points(n, 68, 120, 120, rng)
+    images, pts68 = make_faces(n, "ibug68", 120, 120, _seed(rng), faces=faces)
     pts21 = face_points(n, 21, 120, 120, rng)
     pts21[:, [12, 16]] = np.nan  # ears not annotated
     yaw = np.array([yaws[i % len(yaws)] for i in range(n)])
     pitch, roll = rng.uniform(-20, 20, n), rng.uniform(-10, 10, n)
     for i in range(n):
         stem = root / f"image{i * 3 + 2:05d}"
-        _save(stem.with_suffix(".jpg"), draw_image(120, 120, pts68[i], seed + i))
+        _save(stem.with_suffix(".jpg"), images[i])
         z = rng.uniform(-30, 30, 68)
         p2d = np.where(np.isnan(pts21[i]), -1.0, pts21[i] + 1).T
         savemat(str(stem.with_suffix(".mat")), {
@@ -215,7 +256,7 @@ def write_aflw2000_fixture(root: str | os.PathLike, n: int = 8, seed: int = 0,
 
 def write_300wlp_fixture(root: str | os.PathLike, n_per_subset: int = 2, seed: int = 0,
                          subsets: tuple[str, ...] = ("AFW", "HELEN", "IBUG", "LFPW"),
-                         flipped: bool = True) -> dict:
+                         flipped: bool = True, faces: str = "auto") -> dict:
     """``<SUBSET>/X.jpg`` + ``X.mat`` (``Pose_Para``, ``pt2d`` 2x68, ``roi``) and
     ``landmarks/<SUBSET>/X_pts.mat`` (``pts_2d``, ``pts_3d`` 68x2), 1-based; with ``flipped``
     also ``<SUBSET>_Flip/`` (image ``.mat`` only, as in the release)."""
@@ -226,12 +267,12 @@ def write_300wlp_fixture(root: str | os.PathLike, n_per_subset: int = 2, seed: i
     for sub in subsets:
         folders = [sub] + ([f"{sub}_Flip"] if flipped else [])
         for folder in folders:
-            pts = face_points(n_per_subset, 68, 100, 100, rng)
+            images, pts = make_faces(n_per_subset, "ibug68", 100, 100, _seed(rng), faces=faces)
             pts3 = pts + rng.normal(0, 1, pts.shape).round(3)
             yaw = rng.uniform(-89, 89, n_per_subset)
             for i in range(n_per_subset):
                 stem = f"{sub}_{1000 + i}_1_{i}"
-                _save(root / folder / f"{stem}.jpg", draw_image(100, 100, pts[i], seed + i))
+                _save(root / folder / f"{stem}.jpg", images[i])
                 pose = np.array([[0.1, np.radians(yaw[i]), -0.05, 50.0, 50.0, 0.0, 0.001]])
                 if folder == sub:  # pt2d in the image .mat is the 3D-style markup, pts_2d the 2D one
                     savemat(str(root / folder / f"{stem}.mat"),
@@ -248,19 +289,21 @@ def write_300wlp_fixture(root: str | os.PathLike, n_per_subset: int = 2, seed: i
 
 # --- BioID ---------------------------------------------------------------------------------------------
 
-def write_bioid_fixture(root: str | os.PathLike, n: int = 3, seed: int = 0) -> dict:
+def write_bioid_fixture(root: str | os.PathLike, n: int = 3, seed: int = 0,
+                        faces: str = "auto") -> dict:
     """``BioID_XXXX.pgm`` (384x286 grayscale) + ``.eye`` + ``points_20/bioid_XXXX.pts``; the eye
     file holds the rounded pupils of the 20-point markup (subject's left eye first)."""
     from .formats.bioid import write_eye_file
     from .formats.w300 import write_pts
 
     root, rng = _root(root), np.random.default_rng(seed)
-    pts = face_points(n, 20, 384, 286, rng)
+    # synthetic faces have no BioID 20 scheme: "auto" falls back to drawn pictures
+    images, pts = make_faces(n, "bioid20", 384, 286, _seed(rng), 1, faces=faces)
     # pupils: point 0 = subject's right = image left, so keep x0 < x1
     pts[:, [0, 1], 0] = np.sort(pts[:, [0, 1], 0], axis=1)
     (root / "points_20").mkdir(exist_ok=True)
     for i, p in enumerate(pts):
-        _save(root / f"BioID_{i:04d}.pgm", draw_image(286, 384, p, seed + i, 1))
+        _save(root / f"BioID_{i:04d}.pgm", images[i])
         write_eye_file(root / f"BioID_{i:04d}.eye", left=p[1], right=p[0])
         write_pts(root / "points_20" / f"bioid_{i:04d}.pts", p - 1.0)  # write_pts adds 1; BioID is 0-based
     eyes = np.round(pts[:, [0, 1]])
@@ -269,16 +312,17 @@ def write_bioid_fixture(root: str | os.PathLike, n: int = 3, seed: int = 0) -> d
 
 # --- CelebA --------------------------------------------------------------------------------------------
 
-def write_celeba_fixture(root: str | os.PathLike, n: int = 6, seed: int = 0) -> dict:
+def write_celeba_fixture(root: str | os.PathLike, n: int = 6, seed: int = 0,
+                         faces: str = "auto") -> dict:
     """``Img/img_align_celeba/*.jpg`` (178x218), ``Anno/list_landmarks_align_celeba.txt`` (integer
     points) and ``Eval/list_eval_partition.txt`` (images cycle train / valid / test)."""
     from .formats.celeba import HEADER
 
     root, rng = _root(root), np.random.default_rng(seed)
-    pts = face_points(n, 5, 178, 218, rng, decimals=0)
+    images, pts = make_faces(n, "cuhk5", 178, 218, _seed(rng), decimals=0, faces=faces)
     names = [f"{i + 1:06d}.jpg" for i in range(n)]
     for name, p, i in zip(names, pts, range(n)):
-        _save(root / "Img" / "img_align_celeba" / name, draw_image(218, 178, p, seed + i))
+        _save(root / "Img" / "img_align_celeba" / name, images[i])
     (root / "Anno").mkdir(exist_ok=True)
     (root / "Eval").mkdir(exist_ok=True)
     lines = [str(n), " ".join(HEADER)]
@@ -296,19 +340,20 @@ def write_celeba_fixture(root: str | os.PathLike, n: int = 6, seed: int = 0) -> 
 # --- CUHK 5-point ----------------------------------------------------------------------------------------
 
 def write_cuhk_fixture(root: str | os.PathLike, n_train: int = 4, n_test: int = 2,
-                       seed: int = 0) -> dict:
+                       seed: int = 0, faces: str = "auto") -> dict:
     """``trainImageList.txt`` / ``testImageList.txt`` (CRLF, ``lfw_5590\\X.jpg x0 x1 y0 y1`` + 5
     points) and the images in ``lfw_5590/`` (grayscale 250x250) and ``net_7876/`` (colour)."""
     root, rng = _root(root), np.random.default_rng(seed)
     out = {}
     for split, n, list_name in (("train", n_train, "trainImageList.txt"),
                                 ("test", n_test, "testImageList.txt")):
-        pts = face_points(n, 5, 250, 250, rng, decimals=6)
+        chans = tuple(1 if i % 2 == 0 else 3 for i in range(n))
+        images, pts = make_faces(n, "cuhk5", 250, 250, _seed(rng), chans, decimals=6, faces=faces)
         lines = []
         for i, p in enumerate(pts):
             folder = "lfw_5590" if i % 2 == 0 else "net_7876"
             name = f"{split}_{i:04d}.jpg"
-            _save(root / folder / name, draw_image(250, 250, p, seed + i, 1 if i % 2 == 0 else 3))
+            _save(root / folder / name, images[i])
             x0, y0 = int(p[:, 0].min()) - 10, int(p[:, 1].min()) - 10
             x1, y1 = int(p[:, 0].max()) + 10, int(p[:, 1].max()) + 10
             lines.append(f"{folder}\\{name} {x0} {x1} {y0} {y1} "
@@ -325,23 +370,24 @@ _300W_FOLDERS = ("afw", "helen/trainset", "lfpw/trainset", "helen/testset", "lfp
 
 
 def write_300w_fixture(root: str | os.PathLike, n_per_folder: int = 2, seed: int = 0,
-                       folders: tuple[str, ...] = _300W_FOLDERS) -> dict:
+                       folders: tuple[str, ...] = _300W_FOLDERS, faces: str = "auto") -> dict:
     """``.pts`` (1-based, 68 points) + ``.jpg`` pairs in the 300-W sub-folders."""
     from .formats.w300 import write_pts
 
     root, rng = _root(root), np.random.default_rng(seed)
     out = {}
     for folder in folders:
-        pts = face_points(n_per_folder, 68, 128, 128, rng)
+        images, pts = make_faces(n_per_folder, "ibug68", 128, 128, _seed(rng), faces=faces)
         for i, p in enumerate(pts):
             stem = root / folder / f"{folder.split('/')[0]}_{i:03d}"
-            _save(stem.with_suffix(".jpg"), draw_image(128, 128, p, seed + i))
+            _save(stem.with_suffix(".jpg"), images[i])
             write_pts(stem.with_suffix(".pts"), p)
         out[folder] = pts
     return out
 
 
-def write_all_fixtures(root: str | os.PathLike, seed: int = 0) -> dict[str, Path]:
+def write_all_fixtures(root: str | os.PathLike, seed: int = 0,
+                       faces: str = "auto") -> dict[str, Path]:
     """Every fixture under ``root/<catalog folder name>``; returns ``{dataset: folder}``."""
     root = _root(root)
     writers = {"kaggle": write_kaggle_fixture, "cofw": write_cofw_fixture,
@@ -351,7 +397,7 @@ def write_all_fixtures(root: str | os.PathLike, seed: int = 0) -> dict[str, Path
                "300w": write_300w_fixture}
     folders = {}
     for name, writer in writers.items():
-        writer(root / name, seed=seed)
+        writer(root / name, seed=seed, faces=faces)
         folders[name] = root / name
     return folders
 

@@ -32,7 +32,6 @@ def test_scan_counts_an_aflw2000_fixture_with_yaw_bins(tmp_path):
     assert len(ds) == 8 and ds.yaw_bin_counts() == {"0-30": 3, "30-60": 2, "60-90": 2, ">90": 1}
 
 
-@pytest.mark.slow
 def test_scan_counts_every_written_fixture(tmp_path):
     write_all_fixtures(tmp_path)
     df = catalog.scan(tmp_path)
