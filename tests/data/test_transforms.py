@@ -101,9 +101,10 @@ def test_flip_twice_is_identity():
 def test_random_flip_probability_and_seed():
     s = dot_sample()
     flips = [T.RandomHorizontalFlip(CUHK5, p=0.5, seed=0) for _ in range(2)]
-    a = [flips[0](s)["meta"].get("flipped", False) for _ in range(40)]
-    b = [flips[1](s)["meta"].get("flipped", False) for _ in range(40)]
-    assert a == b and 5 < sum(a) < 35
+    s["image"] = s["image"][:, :8, :8]
+    a = [flips[0](s)["meta"]["flipped"] for _ in range(24)]
+    b = [flips[1](s)["meta"]["flipped"] for _ in range(24)]
+    assert a == b and 3 < sum(a) < 21
     same = T.RandomHorizontalFlip(CUHK5, p=0.0)(s)
     assert same["image"] is s["image"] and same["meta"]["flipped"] is False  # collate-friendly
 
