@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+import torch
+from torch.utils.data import DataLoader
 
 from lmklib.data import catalog
 from lmklib.data.fixtures import write_aflw2000_fixture, write_all_fixtures
@@ -49,6 +51,9 @@ def test_scan_counts_every_written_fixture(tmp_path):
         assert present[name] is not None, name
         ds = catalog.get_entry(name).load(tmp_path)  # every loader reads its fixture
         assert len(ds) > 0 and np.isfinite(ds.landmarks_array()).any()
+        batch = next(iter(DataLoader(ds, batch_size=2)))  # samples (and their meta) collate
+        assert batch["landmarks"].shape == (2, ds.scheme.num_points, 2), name
+        assert batch["image"].dtype == torch.uint8 and batch["box"].shape == (2, 4)
 
 
 def test_catalog_expected_counts_agree_with_the_loaders():

@@ -84,9 +84,10 @@ def read_coco_keypoints(ann_file: str | os.PathLike, image_root: str | os.PathLi
         if a.get("bbox") is not None:
             x, y, w, h = (float(t) for t in a["bbox"])
             box = np.array([x, y, x + w, y + h])
-        records.append(Record(path, pts, box, visible=visible,
-                              meta={"image_id": a["image_id"], "annotation_id": a.get("id"),
-                                    "width": im.get("width"), "height": im.get("height")}))
+        meta = {"image_id": a["image_id"], "annotation_id": a.get("id"),
+                "width": im.get("width"), "height": im.get("height")}
+        records.append(Record(path, pts, box, visible=visible,  # None would break collation
+                              meta={k: v for k, v in meta.items() if v is not None}))
     return records
 
 
