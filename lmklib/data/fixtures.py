@@ -313,28 +313,46 @@ def write_bioid_fixture(root: str | os.PathLike, n: int = 3, seed: int = 0,
 # --- CelebA --------------------------------------------------------------------------------------------
 
 def write_celeba_fixture(root: str | os.PathLike, n: int = 6, seed: int = 0,
-                         faces: str = "auto") -> dict:
+                         faces: str = "auto", wild: bool = True) -> dict:
     """``Img/img_align_celeba/*.jpg`` (178x218), ``Anno/list_landmarks_align_celeba.txt`` (integer
-    points) and ``Eval/list_eval_partition.txt`` (images cycle train / valid / test)."""
+    points) and ``Eval/list_eval_partition.txt`` (images cycle train / valid / test); with ``wild``
+    also ``Img/img_celeba/`` (256x256), ``Anno/list_landmarks_celeba.txt`` and
+    ``Anno/list_bbox_celeba.txt``."""
     from .formats.celeba import HEADER
 
     root, rng = _root(root), np.random.default_rng(seed)
-    images, pts = make_faces(n, "cuhk5", 178, 218, _seed(rng), decimals=0, faces=faces)
     names = [f"{i + 1:06d}.jpg" for i in range(n)]
-    for name, p, i in zip(names, pts, range(n)):
-        _save(root / "Img" / "img_align_celeba" / name, images[i])
     (root / "Anno").mkdir(exist_ok=True)
     (root / "Eval").mkdir(exist_ok=True)
-    lines = [str(n), " ".join(HEADER)]
-    lines += [f"{name} " + " ".join(f"{int(v):4d}" for v in p.reshape(-1))
-              for name, p in zip(names, pts)]
-    (root / "Anno" / "list_landmarks_align_celeba.txt").write_text("\n".join(lines) + "\n")
+    out = {}
+    for kind, folder, list_name, w, h in (
+            ("align", "img_align_celeba", "list_landmarks_align_celeba.txt", 178, 218),
+            ("wild", "img_celeba", "list_landmarks_celeba.txt", 256, 256)):
+        if kind == "wild" and not wild:
+            continue
+        images, pts = make_faces(n, "cuhk5", w, h, _seed(rng), decimals=0, faces=faces)
+        for name, img in zip(names, images):
+            _save(root / "Img" / folder / name, img)
+        lines = [str(n), " ".join(HEADER)]
+        lines += [f"{name} " + " ".join(f"{int(v):4d}" for v in p.reshape(-1))
+                  for name, p in zip(names, pts)]
+        (root / "Anno" / list_name).write_text("\n".join(lines) + "\n")
+        out[kind] = pts
+    if wild:
+        boxes = np.concatenate([out["wild"].min(1) - 20, out["wild"].max(1) + 20], axis=1)
+        lines = [str(n), "image_id x_1 y_1 width height"]
+        lines += [f"{name} {int(b[0])} {int(b[1])} {int(b[2] - b[0])} {int(b[3] - b[1])}"
+                  for name, b in zip(names, boxes)]
+        (root / "Anno" / "list_bbox_celeba.txt").write_text("\n".join(lines) + "\n")
+        out["wild_boxes"] = boxes
     parts = [i % 3 for i in range(n)]
     (root / "Eval" / "list_eval_partition.txt").write_text(
         "".join(f"{name} {s}\n" for name, s in zip(names, parts)))
-    split_names = ("train", "valid", "test")
-    return {"all": pts, **{s: pts[[i for i in range(n) if parts[i] == k]]
-                           for k, s in enumerate(split_names)}}
+    pts = out["align"]
+    out["all"] = pts
+    out.update({s: pts[[i for i in range(n) if parts[i] == k]]
+                for k, s in enumerate(("train", "valid", "test"))})
+    return out
 
 
 # --- CUHK 5-point ----------------------------------------------------------------------------------------

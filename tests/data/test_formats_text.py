@@ -122,6 +122,10 @@ def test_celeba_round_trip_and_splits(celeba):
         ds = CelebA(root, split)
         np.testing.assert_array_equal(ds.landmarks_array(), truth[split])
     assert len(CelebA(root, "test")) == 2 and CelebA(root, "all")[0]["image"].shape == (3, 218, 178)
+    wild = CelebA(root, "all", aligned=False)
+    np.testing.assert_array_equal(wild.landmarks_array(), truth["wild"])
+    np.testing.assert_array_equal(wild.boxes_array(), truth["wild_boxes"])
+    assert wild[0]["image"].shape == (3, 256, 256)
 
 
 def test_celeba_errors(celeba, tmp_path):
