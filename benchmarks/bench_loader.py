@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         aug = T.Compose([T.RandomHorizontalFlip(CUHK5, seed=0), T.RandomRotate(15, seed=1)])
         print(f"data: {what}; crop {args.size}x{args.size}; torch threads 1")
 
-        res = {"decode+crop": _rate(lambda i: crop(ds[i]), n)}
+        res = {"decode only": _rate(lambda i: ds[i], n),
+               "decode+crop": _rate(lambda i: crop(ds[i]), n)}
         t = time.perf_counter()
         cached = CachedDataset(ds, Path(tmp) / "cache", pre_transform=crop)
         build_s = time.perf_counter() - t
