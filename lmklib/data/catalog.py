@@ -38,6 +38,8 @@ class DatasetEntry:
         citation: the paper to cite.
         count: ``folder -> {split: found}`` (cheap file counting).
         papers: which of our papers use it.
+        probe: ``folder -> bool`` quick "anything there?" check for :func:`present` (default:
+            any non-zero count).
     """
 
     name: str
@@ -52,6 +54,7 @@ class DatasetEntry:
     count: Counter = field(repr=False, compare=False)
     inner: tuple[str, ...] = ()
     papers: tuple[str, ...] = ()
+    probe: Callable[[Path], bool] | None = field(default=None, repr=False, compare=False)
 
     def find(self, data_root: str | os.PathLike | None = None) -> Path | None:
         """The dataset's folder under the data root, or ``None``."""
@@ -297,7 +300,8 @@ CATALOG: dict[str, DatasetEntry] = {e.name: e for e in (
         "imageXXXXX.jpg + imageXXXXX.mat (pt3d_68, pt2d, Pose_Para, roi); the zip's AFLW2000/ "
         "folder may sit inside",
         "Zhu et al., Face Alignment Across Large Poses: A 3D Solution, CVPR 2016",
-        _count_aflw2000, inner=("AFLW2000",), papers=("fast_dhm_sun",)),
+        _count_aflw2000, inner=("AFLW2000",), papers=("fast_dhm_sun",),
+        probe=lambda d: any(m.with_suffix(".jpg").is_file() for m in d.glob("*.mat"))),
     DatasetEntry(
         "300w_lp", "300W-LP (68 points, large pose, training)", ("300w_lp", "300W_LP", "300W-LP"),
         f"{_F}.aflw:W300LP", "ibug68", {"all": 61225, **_300WLP, **{f"{s}_Flip": n
@@ -377,6 +381,7 @@ def present(data_root: str | os.PathLike | None = None) -> dict[str, Path | None
     out = {}
     for entry in CATALOG.values():
         folder = entry.find(data_root)
-        found = folder is not None and any(v > 0 for v in entry.count(folder).values())
+        found = folder is not None and (entry.probe(folder) if entry.probe is not None else
+                                        any(v > 0 for v in entry.count(folder).values()))
         out[entry.name] = folder if found else None
     return out

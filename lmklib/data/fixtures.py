@@ -419,7 +419,3 @@ def write_all_fixtures(root: str | os.PathLike, seed: int = 0,
         folders[name] = root / name
     return folders
 
-
-def scheme_of(name: str):
-    """Convenience: the scheme object for a name (re-exported for notebooks)."""
-    return get_scheme(name)
