@@ -18,6 +18,7 @@ they re-derive their generator from ``(seed, worker seed)`` so workers do not re
 
 from __future__ import annotations
 
+import zlib
 from typing import Callable, Sequence
 
 import numpy as np
@@ -70,10 +71,13 @@ class RandomTransform:
 
     def __init__(self, seed: int | np.random.Generator | None = None):
         if isinstance(seed, np.random.Generator):
-            self._entropy = int(seed.integers(2**63))
+            self._entropy = [int(seed.integers(2**63))]
             self._gen = seed
         else:
-            self._entropy = np.random.SeedSequence(seed).entropy
+            # the class name is mixed in so that Compose([RandomRotate(seed=s), RandomScale(seed=s)])
+            # does not draw correlated angles and zooms
+            base = np.random.SeedSequence().entropy if seed is None else int(seed)
+            self._entropy = [base, zlib.crc32(type(self).__name__.encode())]
             self._gen = np.random.default_rng(self._entropy)
         self._worker = None
 
@@ -81,7 +85,7 @@ class RandomTransform:
     def rng(self) -> np.random.Generator:
         info = torch.utils.data.get_worker_info()
         if info is not None and self._worker != (info.id, info.seed):
-            self._gen = np.random.default_rng([self._entropy, info.seed])
+            self._gen = np.random.default_rng([*self._entropy, info.seed])
             self._worker = (info.id, info.seed)
         return self._gen
 

@@ -234,3 +234,13 @@ def test_workers_get_distinct_reproducible_streams(monkeypatch):
     main, w0, w1 = draws(None), draws(SimpleNamespace(id=0, seed=10)), \
         draws(SimpleNamespace(id=1, seed=11))
     assert main != w0 and w0 != w1 and w0 == draws(SimpleNamespace(id=0, seed=10))
+
+
+def test_same_seed_different_transforms_are_independent():
+    a = T.RandomRotate(30, seed=0).rng.random(4)
+    b = T.RandomScale(seed=0).rng.random(4)
+    assert not np.allclose(a, b)
+    np.testing.assert_array_equal(a, T.RandomRotate(10, seed=0).rng.random(4))
+    flip = T.RandomHorizontalFlip(CUHK5, p=1.0, seed=np.random.default_rng(0))
+    s = dot_sample()
+    assert torch.equal(flip(s)["image"], T.HorizontalFlip(CUHK5)(s)["image"])
