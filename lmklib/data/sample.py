@@ -88,7 +88,7 @@ def load_image(path: str | os.PathLike, mode: str | None = None) -> torch.Tensor
             if mode is None:
                 mode = "L" if im.mode in ("L", "I", "I;16", "1") else "RGB"
             im = im.convert(mode)
-            arr = np.asarray(im, dtype=np.uint8)
+            arr = np.array(im, dtype=np.uint8)  # a writable copy: torch warns on read-only arrays
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"{path}: cannot decode image ({e})") from None
     if arr.ndim == 2:
