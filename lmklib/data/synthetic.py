@@ -17,8 +17,8 @@ template normal turns away from the camera (self-occlusion under yaw/pitch) or w
 mask covers it. ``boxes`` are the tight box of the 68 points (visible or not).
 
 Determinism: sample ``i`` of ``generate(n, seed=s)`` depends only on ``(s, i)`` and the options
-(per-sample seeds ``SeedSequence(s, spawn_key=(i, stream))``), never on ``n``; geometry, appearance,
-clutter and occlusion use separate streams, so e.g. ``clutter=False`` keeps the same faces.
+(per-sample generators seeded by ``SeedSequence(s, spawn_key=(i,))``), never on ``n``; geometry is
+drawn first and clutter last, so e.g. ``clutter=False`` or ``grayscale=True`` keeps the same faces.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def _occluder(rng: np.random.Generator) -> dict:
     u = rng.random(8)
     n = 16 if u[0] < 0.5 else (4 if u[0] < 0.75 else 9)
     t = np.linspace(0, 2 * np.pi, n, endpoint=False) + u[1] * np.pi
-    r = np.ones(n) if n != 9 else 0.6 + 0.4 * rng.random(n)
+    r = 0.6 + 0.4 * rng.random(16)[:n] if n == 9 else np.ones(n)  # fixed number of draws
     if n == 4:
         t = t + np.pi / 4
     return {"unit": np.stack([r * np.cos(t) * (0.5 + u[2]), r * np.sin(t)], 1),
@@ -231,126 +231,131 @@ def _seg_dist(p: np.ndarray, poly: np.ndarray) -> float:
 
 
 class _Canvas:
-    """A supersampled RGB PIL canvas taking points in output pixel coordinates."""
+    """A supersampled RGB PIL canvas. Points are given in canvas pixels: output pixel ``x`` covers
+    ``[x - 0.5, x + 0.5]`` and PIL pixel ``j`` covers ``[j, j + 1)``, so ``j = (x + 0.5) ss - 0.5``
+    (:meth:`to_canvas`)."""
 
-    def __init__(self, size: int, ss: int, background):
+    def __init__(self, size: int, ss: int, background: tuple):
         self.ss = ss
-        self.im = Image.new("RGB", (size * ss, size * ss), _c(background))
+        self.im = Image.new("RGB", (size * ss, size * ss), background)
         self.d = ImageDraw.Draw(self.im)
 
-    def q(self, p: np.ndarray) -> list:
-        # output pixel x covers [x-0.5, x+0.5]; PIL pixel j covers [j, j+1) -> j = (x+0.5)*ss - 0.5
-        return ((np.asarray(p) + 0.5) * self.ss - 0.5).ravel().tolist()
+    def to_canvas(self, p: np.ndarray) -> np.ndarray:
+        return (p + 0.5) * self.ss - 0.5
 
-    def poly(self, p, colour) -> None:
+    def poly(self, p: np.ndarray, colour: tuple) -> None:
         if len(p) >= 3:
-            self.d.polygon(self.q(p), fill=_c(colour))
+            self.d.polygon(p.ravel().tolist(), fill=colour)
 
-    def line(self, p, colour, width: float) -> None:
-        self.d.line(self.q(p), fill=_c(colour), width=max(1, int(round(width * self.ss))), joint="curve")
+    def line(self, p: np.ndarray, colour: tuple, width: float) -> None:
+        self.d.line(p.ravel().tolist(), fill=colour, width=max(1, int(width + 0.5)), joint="curve")
 
-    def disc(self, c, r: float, colour) -> None:
-        c = np.asarray(c)
-        self.d.ellipse(self.q(np.stack([c - r, c + r])), fill=_c(colour))
+    def disc(self, c: np.ndarray, r: float, colour: tuple) -> None:
+        self.d.ellipse([c[0] - r, c[1] - r, c[0] + r, c[1] + r], fill=colour)
 
 
-def _c(colour) -> tuple:
-    if isinstance(colour, tuple):
-        return colour
-    return tuple(min(255, max(0, int(v))) for v in colour)
+def _colours(app: dict, occ: dict | None) -> list[tuple]:
+    """Every colour a face uses, as int RGB tuples, in the order :func:`_render` unpacks them."""
+    skin, hair = app["skin"], app["hair"] if app["style"] else app["skin"] * 0.85
+    mask = _MASK_COLOURS[int(app["noise_offset"] % len(_MASK_COLOURS))]
+    table = np.stack([app["background"], hair * 0.85, app["shirt"], skin * 0.72, skin * 0.85, hair,
+                      skin * 0.9, skin * 0.96, skin, app["brow"], app["sclera"], app["iris"],
+                      app["iris"] * 0.25, skin * 0.2, skin * 0.45, skin * 0.86, skin * 0.8, skin * 0.5,
+                      skin * 0.3, app["lips"], app["mouth"], mask, mask * 0.8,
+                      occ["colour"] if occ is not None else skin])
+    return [tuple(c) for c in np.clip(table, 0, 255).astype(int).tolist()]
 
 
 # ---------------------------------------------------------------- one face
 
 
 def _render(xy: np.ndarray, vis: np.ndarray, facing: np.ndarray, ppu: float, app: dict, clutter: list,
-            occ: dict | None, mask: bool, size: int) -> tuple[np.ndarray, np.ndarray]:
+            occ: dict | None, mask: bool, size: int) -> tuple[Image.Image, np.ndarray]:
     """Draw one face. ``xy`` [P, 2] model points in output pixels; ``vis`` [NA] self-visibility.
 
-    Returns ``(image [H, W, 3] uint8, covered [NA] bool)`` (points hidden by occluder or mask).
+    Returns ``(RGB image, covered [NA] bool)`` (points hidden by an occluder or a mask).
     """
+    (bg, long_hair, shirt, neck_c, ear_c, hair, face0, face1, face2, brow, sclera, iris, pupil, lid,
+     lower_lid, bridge, under, base_c, nostril, lips, mouth, mask_c, strap, occ_c) = _colours(app, occ)
     ss = max(2, min(8, math.ceil(256 / size)))
-    cv = _Canvas(size, ss, app["background"])
-    S, skin = ft.SLICES, app["skin"]
+    cv = _Canvas(size, ss, bg)
+    S, X, u = ft.SLICES, cv.to_canvas(xy), ppu * ss  # X: canvas points; u: one model unit
     for kind, colour, pts, width in clutter:  # background clutter in image-relative coordinates
-        p = pts * size
+        p = cv.to_canvas(pts * size)
         if kind == 0:
-            cv.d.ellipse(cv.q(np.sort(p[:2], axis=0)), fill=colour)
+            cv.d.ellipse(np.sort(p[:2], axis=0).ravel().tolist(), fill=colour)
         elif kind == 1:
-            cv.d.rectangle(cv.q(np.sort(p[:2], axis=0)), fill=colour)
+            cv.d.rectangle(np.sort(p[:2], axis=0).ravel().tolist(), fill=colour)
         elif kind == 2:
             cv.poly(p[:3], colour)
         else:
-            cv.line(p[:2], colour, width * size)
-    hair = app["hair"] if app["style"] else skin * 0.85
+            cv.line(p[:2], colour, width * size * ss)
     if app["style"] == 2:
-        cv.poly(_hull(np.concatenate([xy[S["long_hair"]], xy[S["cap"]]])), hair * 0.85)
-    neck = xy[S["neck"]]
+        cv.poly(_hull(np.concatenate([X[S["long_hair"]], X[S["cap"]]])), long_hair)
+    neck = X[S["neck"]]
     bottom = neck[5:]
-    w = (bottom[:, 0].max() - bottom[:, 0].min())
-    shoulders = np.array([[bottom[0, 0] - 1.1 * w, size * 2.0], [bottom[-1, 0] + 1.1 * w, size * 2.0]])
-    cv.poly(_hull(np.concatenate([bottom, shoulders])), app["shirt"])
-    cv.poly(_hull(neck), skin * 0.72)
+    w, far = bottom[:, 0].max() - bottom[:, 0].min(), 2.0 * size * ss
+    shoulders = np.array([[bottom[0, 0] - 1.1 * w, far], [bottom[-1, 0] + 1.1 * w, far]])
+    cv.poly(_hull(np.concatenate([bottom, shoulders])), shirt)
+    cv.poly(_hull(neck), neck_c)
     for side, ear in ((facing[0], "ear_l"), (facing[1], "ear_r")):
         if side:
-            cv.poly(_hull(xy[S[ear]]), skin * 0.85)
-    cv.poly(_hull(xy[S["cap"]]), hair)
+            cv.poly(_hull(X[S[ear]]), ear_c)
+    cv.poly(_hull(X[S["cap"]]), hair)
     # face: three nested hulls shade the dome (darker towards the silhouette)
-    cv.poly(_hull(xy[ft.FACE_HULL]), skin * 0.9)
-    cv.poly(_hull(np.concatenate([xy[S["ring1"]], xy[27:36]])), skin * 0.96)
-    cv.poly(_hull(np.concatenate([xy[S["ring2"]], xy[27:36]])), skin)
+    nose = X[27:36]
+    cv.poly(_hull(X[ft.FACE_HULL]), face0)
+    cv.poly(_hull(np.concatenate([X[S["ring1"]], nose])), face1)
+    cv.poly(_hull(np.concatenate([X[S["ring2"]], nose])), face2)
     if app["fringe"]:
-        fh = xy[S["forehead"]][2:-2]
-        cv.poly(np.concatenate([fh, xy[S["hairline"]][::-1]]), hair)
-    lw = 0.035 * ppu  # a line width in output pixels that scales with the face
-    for upper, lower, ok in ((slice(17, 22), slice(68, 72), vis[19]), (slice(22, 27), slice(72, 76), vis[24])):
-        if ok:
-            cv.poly(np.concatenate([xy[upper], xy[lower]]), app["brow"])
-    for eye, ok in ((slice(36, 42), vis[36:42].sum() >= 3), (slice(42, 48), vis[42:48].sum() >= 3)):
-        if not ok:
+        cv.poly(np.concatenate([X[S["forehead"]][2:-2], X[S["hairline"]][::-1]]), hair)
+    lw = 0.035 * u  # a line width that scales with the face
+    if vis[19]:
+        cv.poly(np.concatenate([X[17:22], X[68:72]]), brow)
+    if vis[24]:
+        cv.poly(np.concatenate([X[22:27], X[72:76]]), brow)
+    for a in (36, 42):
+        if vis[a:a + 6].sum() < 3:
             continue
-        e = xy[eye]
-        cv.poly(e, app["sclera"])
+        e = X[a:a + 6]
+        cv.poly(e, sclera)
         centre = e.mean(0)
-        r = min(0.085 * ppu, _seg_dist(centre, e))
-        if r > 0.2:
-            cv.disc(centre, r, app["iris"])
-            cv.disc(centre, 0.45 * r, app["iris"] * 0.25)
-        cv.line(e[[0, 1, 2, 3]], skin * 0.2, 1.5 * lw)  # upper lid and lashes
-        cv.line(e[[3, 4, 5, 0]], skin * 0.45, 0.8 * lw)
+        r = min(0.085 * u, _seg_dist(centre, e))
+        if r > 0.2 * ss:
+            cv.disc(centre, r, iris)
+            cv.disc(centre, 0.45 * r, pupil)
+        cv.line(e[[0, 1, 2, 3]], lid, 1.5 * lw)  # upper lid and lashes
+        cv.line(e[[3, 4, 5, 0]], lower_lid, 0.8 * lw)
     # nose: shaded bridge, the underside (tip 30 to the wings 31-35), base line, nostrils
-    cv.line(xy[27:31], skin * 0.86, 2.0 * lw)
+    cv.line(X[27:31], bridge, 2.0 * lw)
     if vis[31:36].any():
-        cv.poly(xy[[30, 35, 34, 33, 32, 31]], skin * 0.8)
-    base = xy[31:36][vis[31:36]]
+        cv.poly(X[[30, 35, 34, 33, 32, 31]], under)
+    base = X[31:36][vis[31:36]]
     if len(base) >= 2:
-        cv.line(base, skin * 0.5, 0.9 * lw)
+        cv.line(base, base_c, 0.9 * lw)
     for a, b in ((31, 32), (34, 35)):
         if vis[a] and vis[b]:
-            cv.disc(0.5 * (xy[a] + xy[b]) - [0, 0.01 * ppu], 0.04 * ppu, skin * 0.3)
+            cv.disc(0.5 * (X[a] + X[b]) - [0, 0.01 * u], 0.04 * u, nostril)
     # mouth: lips, then the opening
-    cv.poly(xy[48:60], app["lips"])
-    cv.poly(xy[60:68], app["mouth"])
-    cv.line(xy[[60, 61, 62, 63, 64]], app["mouth"], 0.5 * lw)
+    cv.poly(X[48:60], lips)
+    cv.poly(X[60:68], mouth)
+    cv.line(X[[60, 61, 62, 63, 64]], mouth, 0.5 * lw)
     covered = np.zeros(_NA, dtype=bool)
     if mask:
-        colour = _MASK_COLOURS[int(app["noise_offset"] % len(_MASK_COLOURS))]
-        poly = np.concatenate([xy[1:16], xy[S["mask_top"]][::-1]])
-        cv.poly(poly, colour)
-        cv.line(np.stack([xy[S["mask_top"]][0], xy[1]]), colour * 0.8, lw)
+        cv.poly(np.concatenate([X[1:16], X[S["mask_top"]][::-1]]), mask_c)
+        cv.line(np.stack([X[S["mask_top"]][0], X[1]]), strap, lw)
         covered[_MASK_COVERS] = True
     if occ is not None:
         lo, hi = xy[:68].min(0), xy[:68].max(0)
         c, s = math.cos(occ["angle"]), math.sin(occ["angle"])
         poly = (occ["unit"] @ np.array([[c, s], [-s, c]])) * occ["radius"] * (hi - lo).max() \
             + lo + occ["centre"] * (hi - lo)
-        cv.poly(poly, occ["colour"])
+        cv.poly(cv.to_canvas(poly), occ_c)
         covered |= _inside(xy[:_NA], poly)
+    im = cv.im.reduce(ss)
     if app["blur"] > 1.0:  # blur = box-downsample by the blur factor, bilinear back up (cheap)
         m = max(4, int(round(size / app["blur"])))
-        im = cv.im.resize((m, m), Image.BOX).resize((size, size), Image.BILINEAR)
-    else:
-        im = cv.im.reduce(ss)
+        im = im.resize((m, m), Image.BOX).resize((size, size), Image.BILINEAR)
     return im, covered
 
 
@@ -403,17 +408,17 @@ _EAR_NORMALS = np.array([[-1.0, 0, 0.1], [1.0, 0, 0.1]]).T
 
 
 def _face(i: int, seed: int, size: int, opts: dict) -> dict:
-    """Geometry, image and annotations of sample ``i`` (independent of every other sample)."""
-    def rng(stream: int) -> np.random.Generator:
-        return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, stream)))
+    """Geometry, image and annotations of sample ``i`` (independent of every other sample).
 
-    geo = _geometry(rng(0), opts["max_yaw"], opts["max_pitch"], opts["max_roll"],
+    One generator per sample, drawn in a fixed order (geometry, appearance, occluder, mask, then
+    the variable-length clutter last), so switching an option off leaves the other draws alone."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
+    geo = _geometry(rng, opts["max_yaw"], opts["max_pitch"], opts["max_roll"],
                     opts["expression"], opts["identity"])
-    app = _appearance(rng(1), size, opts["blur"], opts["noise"])
-    clutter = _clutter(rng(2), size) if opts["clutter"] else []
-    r_occ = rng(3)
-    occ = _occluder(r_occ)
-    has_occ, has_mask = occ["p"] < opts["occlusion"], r_occ.random() < opts["mask_prob"]
+    app = _appearance(rng, size, opts["blur"], opts["noise"])
+    occ = _occluder(rng)
+    has_occ, has_mask = occ["p"] < opts["occlusion"], rng.random() < opts["mask_prob"]
+    clutter = _clutter(rng, size) if opts["clutter"] else []
     return _draw(geo, app, clutter, occ if has_occ else None, has_mask, size, opts["grayscale"])
 
 
