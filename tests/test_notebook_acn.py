@@ -1,0 +1,55 @@
+"""notebooks/03_acn.ipynb (Chen et al. 2020, ACN) in the smoke profile: every table and figure is
+produced and the recorded values are sane. Without the real data it runs on synthetic faces."""
+
+import json
+
+import pytest
+
+from lmklib import runner
+
+pytestmark = pytest.mark.slow
+NOTEBOOK = runner.NOTEBOOKS_DIR / "03_acn.ipynb"
+FIGURES = {"fig3_training_curves", "fig4_detections", "fig5_kernels", "fig6_feature_maps",
+           "fig7_worst_cases"}
+TABLES = {"table2", "table3_4", "speed", "speed_layers", "cross_dataset", "data"}
+
+
+def run(reports_root, data_root):
+    result = runner.run_notebook(NOTEBOOK, profile="smoke", seed=0, data_root=data_root,
+                                 reports_root=reports_root, progress=False)
+    assert result.ok, result.error
+    folder = reports_root / "03_acn"
+    assert FIGURES <= {p.stem for p in (folder / "figures").glob("*.png")}
+    assert TABLES <= {p.stem for p in (folder / "tables").glob("*.csv")}
+    return json.loads((folder / "results.json").read_text())["results"]
+
+
+def check_common(r):
+    s = "20-40-60-80"
+    for mode in ("cnn", "acn", "acn1bit"):
+        entry = r[f"nme_lfw_webface_{mode}_{s}"]
+        assert entry["value"] > 0 and entry["unit"] == "%" and entry["norm"] == "bbox_width"
+        assert entry["paper"]["source"] == "Table 2"
+    assert r[f"params_{s}_cnn"]["value"] == pytest.approx(0.08825)
+    assert r["bitpacked_equals_emulation"]["value"] == 1.0
+    assert r["speedup_acn1bit"]["value"] > 0 and r["speedup_acn1bit"]["paper"]["value"] == 58
+    for mode in ("xnor", "acn", "acn1bit"):
+        assert r[f"memory_saving_{mode}"]["value"] > 1
+        # at the paper's CPM size the binary kernels dominate: close to Table 4's 32x
+        assert 20 < r[f"memory_saving_paper_size_{mode}"]["value"] <= 32
+
+
+@pytest.mark.realdata
+def test_acn_notebook_on_real_data(tmp_path, real_data_root):
+    r = run(tmp_path, real_data_root)
+    check_common(r)
+    if (real_data_root / "300w_subset").is_dir():
+        assert r["nme_300w_common_acn"]["norm"] == "inter_ocular"
+        assert r["nme_300w_common_acn"]["paper"]["value"] == 3.67
+        assert r["cross_300w_acn_20-40-60-80"]["value"] > 0
+
+
+def test_acn_notebook_without_real_data_uses_synthetic_faces(tmp_path):
+    r = run(tmp_path / "reports", tmp_path / "empty")
+    check_common(r)
+    assert "synthetic" in r["w300_train_faces"]["dataset"]
