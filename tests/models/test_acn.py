@@ -91,8 +91,6 @@ def test_amplitudes_stay_non_negative_and_follow_eq_14():
     opt = make_optimizer(conv, eta1=1e-3, eta2=0.5)
     assert [g["lr"] for g in opt.param_groups] == [1e-3, 0.5]
     before = conv.amplitude.detach().clone()
-    conv(x).sum().backward()          # dL/dA = sum_i x (.) D_i = [0, 0]... use a signed loss:
-    conv.zero_grad()
     (conv(x)[0, 0] - 5 * conv(x)[0, 1]).sum().backward()
     g = conv.amplitude.grad.clone()
     opt.step()
@@ -103,12 +101,13 @@ def test_amplitudes_stay_non_negative_and_follow_eq_14():
     assert (conv.amplitude >= 0).all()                  # ... and the amplitude stayed >= 0
 
 
+@pytest.mark.slow
 def test_amplitudes_non_negative_through_training():
     torch.manual_seed(0)
     net = acn_net("10-20-40-80", "acn1bit")
-    opt = make_optimizer(net, eta1=1e-2, eta2=1e-1)
-    x, y = torch.randn(8, 1, 39, 39), torch.rand(8, 5, 2)
-    for _ in range(5):
+    opt = make_optimizer(net, eta1=1e-2, eta2=1e-1)   # large steps: amplitudes cross zero
+    x, y = torch.randn(4, 1, 39, 39), torch.rand(4, 5, 2)
+    for _ in range(3):
         loss = mse_loss(net(x), y) + amplitude_loss(net)
         opt.zero_grad()
         loss.backward()
