@@ -4,10 +4,12 @@ The template is built from simple parametric curves (no scanned or published mea
 Model coordinates: ``x`` to the image right in a frontal view (the subject's left), ``y`` down,
 ``z`` towards the camera; the face is about 2 units wide (jaw points 0 and 16 near ``x = -+1``).
 
-The model holds the 68 iBUG landmarks (first 68 rows, iBUG order and "image" sides) followed by
-extra points used only to draw the head: pupils, forehead arc, a dome of surface rings (so the
-convex hull of the projection is the silhouette under any pose), ears, neck, hair cap, hairline and
-mask anchors. Every deformation is linear, so a shape is ``TEMPLATE + coeffs @ BASIS``.
+The model holds the annotated points first (``NUM_ANNOTATED`` rows: the 68 iBUG landmarks in iBUG
+order with "image" sides, 8 lower-brow points as WFLW marks them, 2 ear lobes as AFLW marks them),
+then points used only to draw the head: forehead arc, a dome of surface rings (so the convex hull of
+the projection is the silhouette under any pose), ears, neck, hair cap, hairline and mask anchors.
+Every deformation is linear, so a shape is ``TEMPLATE + coeffs @ BASIS``. :func:`scheme_matrix`
+turns the annotated points into any supported landmark scheme.
 
 Pose: ``R = Rz(roll) @ Rx(pitch) @ Ry(yaw)`` (degrees). Positive yaw turns the nose towards the
 image right, positive pitch lifts the nose (the face looks up), positive roll turns the face
@@ -17,6 +19,8 @@ clockwise in the image. Mirroring the image equals negating yaw and roll of the 
 from __future__ import annotations
 
 import numpy as np
+
+from lmklib.data.schemes import Scheme, conversion_path, convert_points, get_scheme
 
 # ---------------------------------------------------------------- the 68 landmarks
 
@@ -303,3 +307,79 @@ def mirror_perm() -> np.ndarray:
     m = _mirror(t)
     d = np.linalg.norm(m[:, None] - t[None], axis=2)
     return d.argmin(1)
+
+
+# ---------------------------------------------------------------- landmark schemes from the model points
+
+def _native(name: str) -> np.ndarray | None:
+    """``[K, NUM_ANNOTATED]`` weights for the schemes the model defines directly."""
+    rows: list[dict[int, float]]
+    mid = lambda a, b: {a: 0.5, b: 0.5}  # noqa: E731
+    eye_l = {i: 1 / 6 for i in range(36, 42)}
+    eye_r = {i: 1 / 6 for i in range(42, 48)}
+    if name == "ibug68":
+        rows = [{i: 1.0} for i in range(68)]
+    elif name == "wflw98":
+        contour = []
+        for j in range(16):
+            contour += [{j: 1.0}, mid(j, j + 1)]
+        contour.append({16: 1.0})
+        rows = (contour + [{i: 1.0} for i in range(17, 22)] + [{i: 1.0} for i in range(68, 72)]
+                + [{i: 1.0} for i in range(22, 27)] + [{i: 1.0} for i in range(72, 76)]
+                + [{i: 1.0} for i in range(27, 36)]
+                + [{36: 1.0}, {37: 1.0}, mid(37, 38), {38: 1.0}, {39: 1.0}, {40: 1.0}, mid(40, 41), {41: 1.0}]
+                + [{42: 1.0}, {43: 1.0}, mid(43, 44), {44: 1.0}, {45: 1.0}, {46: 1.0}, mid(46, 47), {47: 1.0}]
+                + [{i: 1.0} for i in range(48, 68)] + [eye_l, eye_r])
+    elif name == "cofw29":
+        rows = [{17: 1.0}, {26: 1.0}, {21: 1.0}, {22: 1.0}, {19: 1.0}, mid(69, 70), {24: 1.0}, mid(73, 74),
+                {36: 1.0}, {45: 1.0}, {39: 1.0}, {42: 1.0}, mid(37, 38), mid(40, 41), mid(43, 44),
+                mid(46, 47), eye_l, eye_r, {31: 1.0}, {35: 1.0}, {30: 1.0}, {33: 1.0}, {48: 1.0},
+                {54: 1.0}, {51: 1.0}, {62: 1.0}, {66: 1.0}, {57: 1.0}, {8: 1.0}]
+    elif name == "aflw21":
+        rows = [{17: 1.0}, {19: 1.0}, {21: 1.0}, {22: 1.0}, {24: 1.0}, {26: 1.0}, {36: 1.0}, eye_l,
+                {39: 1.0}, {42: 1.0}, eye_r, {45: 1.0}, {76: 1.0}, {31: 1.0}, {30: 1.0}, {35: 1.0},
+                {77: 1.0}, {48: 1.0}, mid(62, 66), {54: 1.0}, {8: 1.0}]
+    else:
+        return None
+    w = np.zeros((len(rows), NUM_ANNOTATED))
+    for k, r in enumerate(rows):
+        for i, v in r.items():
+            w[k, i] = v
+    return w
+
+
+def _conversion_matrix(src: Scheme, dst: Scheme) -> np.ndarray:
+    """The linear map ``[K_dst, K_src]`` of :func:`convert_points` (which averages points)."""
+    eye = np.zeros((src.num_points, src.num_points, 2))
+    eye[np.arange(src.num_points), np.arange(src.num_points)] = 1.0
+    return convert_points(eye, src, dst)[..., 0].T
+
+
+_MATRICES: dict[str, np.ndarray] = {}
+_NATIVE = ("ibug68", "wflw98", "aflw21", "cofw29")
+
+
+def scheme_matrix(scheme: str | Scheme) -> np.ndarray:
+    """``[K, 78]`` weights turning the model's annotated points (68 iBUG, 8 lower brow, 2 ear
+    lobes) into the points of ``scheme``. Native for iBUG 68, WFLW 98, AFLW 21 and COFW 29 (lower
+    brows, pupils = eye-contour centres, mid-lid and odd contour points lie on the drawn parts);
+    other schemes via :func:`lmklib.data.schemes.convert_points` from a native one."""
+    s = get_scheme(scheme)
+    if s.name not in _MATRICES:
+        w = _native(s.name)
+        if w is None:
+            for src in _NATIVE:
+                try:
+                    conversion_path(src, s.name)
+                except ValueError:
+                    continue
+                w = _conversion_matrix(get_scheme(src), s) @ _native(src)
+                break
+            else:
+                raise ValueError(f"synthetic faces cannot produce scheme {s.name!r}; supported: "
+                                 f"{', '.join(SUPPORTED_SCHEMES)}")
+        _MATRICES[s.name] = w
+    return _MATRICES[s.name]
+
+
+SUPPORTED_SCHEMES = ("cuhk5", "kaggle15", "aflw19", "aflw21", "cofw29", "ibug68", "wflw98")

@@ -31,88 +31,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from lmklib.data import face_template as ft
+from lmklib.data.face_template import SUPPORTED_SCHEMES, scheme_matrix
 from lmklib.data.sample import LandmarkDataset, Record
-from lmklib.data.schemes import Scheme, conversion_path, convert_points, get_scheme
-
-__all__ = ["generate", "SyntheticFaces", "scheme_matrix", "SUPPORTED_SCHEMES"]
-
-# ---------------------------------------------------------------- schemes from the model points
+from lmklib.data.schemes import Scheme, get_scheme
 
 _NA = ft.NUM_ANNOTATED  # 68 landmarks, 8 lower-brow points, 2 ear lobes
 
-
-def _native(name: str) -> np.ndarray | None:
-    """``[K, NUM_ANNOTATED]`` weights for the schemes the model defines directly."""
-    rows: list[dict[int, float]]
-    mid = lambda a, b: {a: 0.5, b: 0.5}  # noqa: E731
-    eye_l = {i: 1 / 6 for i in range(36, 42)}
-    eye_r = {i: 1 / 6 for i in range(42, 48)}
-    if name == "ibug68":
-        rows = [{i: 1.0} for i in range(68)]
-    elif name == "wflw98":
-        contour = []
-        for j in range(16):
-            contour += [{j: 1.0}, mid(j, j + 1)]
-        contour.append({16: 1.0})
-        rows = (contour + [{i: 1.0} for i in range(17, 22)] + [{i: 1.0} for i in range(68, 72)]
-                + [{i: 1.0} for i in range(22, 27)] + [{i: 1.0} for i in range(72, 76)]
-                + [{i: 1.0} for i in range(27, 36)]
-                + [{36: 1.0}, {37: 1.0}, mid(37, 38), {38: 1.0}, {39: 1.0}, {40: 1.0}, mid(40, 41), {41: 1.0}]
-                + [{42: 1.0}, {43: 1.0}, mid(43, 44), {44: 1.0}, {45: 1.0}, {46: 1.0}, mid(46, 47), {47: 1.0}]
-                + [{i: 1.0} for i in range(48, 68)] + [eye_l, eye_r])
-    elif name == "cofw29":
-        rows = [{17: 1.0}, {26: 1.0}, {21: 1.0}, {22: 1.0}, {19: 1.0}, mid(69, 70), {24: 1.0}, mid(73, 74),
-                {36: 1.0}, {45: 1.0}, {39: 1.0}, {42: 1.0}, mid(37, 38), mid(40, 41), mid(43, 44),
-                mid(46, 47), eye_l, eye_r, {31: 1.0}, {35: 1.0}, {30: 1.0}, {33: 1.0}, {48: 1.0},
-                {54: 1.0}, {51: 1.0}, {62: 1.0}, {66: 1.0}, {57: 1.0}, {8: 1.0}]
-    elif name == "aflw21":
-        rows = [{17: 1.0}, {19: 1.0}, {21: 1.0}, {22: 1.0}, {24: 1.0}, {26: 1.0}, {36: 1.0}, eye_l,
-                {39: 1.0}, {42: 1.0}, eye_r, {45: 1.0}, {76: 1.0}, {31: 1.0}, {30: 1.0}, {35: 1.0},
-                {77: 1.0}, {48: 1.0}, mid(62, 66), {54: 1.0}, {8: 1.0}]
-    else:
-        return None
-    w = np.zeros((len(rows), _NA))
-    for k, r in enumerate(rows):
-        for i, v in r.items():
-            w[k, i] = v
-    return w
-
-
-def _conversion_matrix(src: Scheme, dst: Scheme) -> np.ndarray:
-    """The linear map ``[K_dst, K_src]`` of :func:`convert_points` (which averages points)."""
-    eye = np.zeros((src.num_points, src.num_points, 2))
-    eye[np.arange(src.num_points), np.arange(src.num_points)] = 1.0
-    return convert_points(eye, src, dst)[..., 0].T
-
-
-_MATRICES: dict[str, np.ndarray] = {}
-_NATIVE = ("ibug68", "wflw98", "aflw21", "cofw29")
-
-
-def scheme_matrix(scheme: str | Scheme) -> np.ndarray:
-    """``[K, 78]`` weights turning the model's annotated points (68 iBUG, 8 lower brow, 2 ear
-    lobes) into the points of ``scheme``. Native for iBUG 68, WFLW 98, AFLW 21 and COFW 29 (lower
-    brows, pupils = eye-contour centres, mid-lid and odd contour points lie on the drawn parts);
-    other schemes via :func:`lmklib.data.schemes.convert_points` from a native one."""
-    s = get_scheme(scheme)
-    if s.name not in _MATRICES:
-        w = _native(s.name)
-        if w is None:
-            for src in _NATIVE:
-                try:
-                    conversion_path(src, s.name)
-                except ValueError:
-                    continue
-                w = _conversion_matrix(get_scheme(src), s) @ _native(src)
-                break
-            else:
-                raise ValueError(f"synthetic faces cannot produce scheme {s.name!r}; supported: "
-                                 f"{', '.join(SUPPORTED_SCHEMES)}")
-        _MATRICES[s.name] = w
-    return _MATRICES[s.name]
-
-
-SUPPORTED_SCHEMES = ("cuhk5", "kaggle15", "aflw19", "aflw21", "cofw29", "ibug68", "wflw98")
+__all__ = ["generate", "SyntheticFaces", "scheme_matrix", "SUPPORTED_SCHEMES"]
 
 # ---------------------------------------------------------------- random parameters
 
@@ -144,8 +69,8 @@ def _geometry(rng: np.random.Generator, max_yaw, max_pitch, max_roll, expression
         "expression": expression * e,
         "pose": np.array([max_yaw, max_pitch, max_roll]) * (2 * rng.random(3) - 1),
         "distance": 5.0 + 7.0 * u[10],
-        "scale": 0.55 + 0.25 * u[11],  # 68-point frontal box height / image size
-        "shift": 2 * rng.random(2) - 1,  # box-centre offset, fraction of the allowed range
+        "scale": u[11],  # uniform in scale_range: 68-point frontal box height / image size
+        "shift": 2 * rng.random(2) - 1,  # box-centre offset, in units of max_shift
     }
 
 
@@ -385,19 +310,20 @@ def _finish(im: Image.Image, app: dict, grayscale: bool) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def _place(lm68: np.ndarray, frontal_h: float, geo: dict, size: int) -> tuple[float, np.ndarray]:
-    """Pixels per model unit and the offset putting the 68-point box at a random place inside."""
-    ppu = geo["scale"] * size / frontal_h
+def _place(lm68: np.ndarray, geo: dict, size: int, scale_range: tuple[float, float],
+           max_shift: float) -> tuple[float, np.ndarray]:
+    """Pixels per model unit, and the offset putting the 68-point box at the image centre moved by
+    ``shift * max_shift * size`` (as far as the box stays 3% inside the image)."""
+    ppu = (scale_range[0] + geo["scale"] * (scale_range[1] - scale_range[0])) * size / _FRONTAL_H
     lo, hi = lm68.min(0), lm68.max(0)
-    span = (hi - lo) * ppu
     margin = 0.03 * size
-    limit = (size - 1 - 2 * margin)
-    if span.max() > limit:
-        ppu *= limit / span.max()
-        span = (hi - lo) * ppu
-    room = np.maximum(size - 1 - 2 * margin - span, 0)  # free range for the box origin
-    origin = margin + room * (0.5 + 0.5 * geo["shift"] * min(1.0, 0.35 * size / max(room.max(), 1e-9)))
-    return ppu, origin - lo * ppu
+    limit = size - 1 - 2 * margin
+    if (hi - lo).max() * ppu > limit:
+        ppu = limit / (hi - lo).max()
+    span = (hi - lo) * ppu
+    room = np.maximum(limit - span, 0)  # free range for the box origin
+    centre = (size - 1) / 2 + geo["shift"] * np.minimum(room / 2, max_shift * size)
+    return ppu, centre - span / 2 - lo * ppu
 
 
 _FRONTAL_H = float(np.ptp(ft.LM[:, 1]))
@@ -419,17 +345,18 @@ def _face(i: int, seed: int, size: int, opts: dict) -> dict:
     occ = _occluder(rng)
     has_occ, has_mask = occ["p"] < opts["occlusion"], rng.random() < opts["mask_prob"]
     clutter = _clutter(rng, size) if opts["clutter"] else []
-    return _draw(geo, app, clutter, occ if has_occ else None, has_mask, size, opts["grayscale"])
+    return _draw(geo, app, clutter, occ if has_occ else None, has_mask, size, opts["grayscale"],
+                 opts["scale_range"], opts["max_shift"])
 
 
 def _draw(geo: dict, app: dict, clutter: list, occ: dict | None, mask: bool, size: int,
-          grayscale: bool) -> dict:
+          grayscale: bool, scale_range: tuple[float, float] = (0.5, 0.75), max_shift: float = 0.08) -> dict:
     R = ft.rotation_matrices(geo["pose"][None])[0]
     pts = _TEMPLATE_FLAT + geo["identity"] @ _IDENTITY_FLAT + geo["expression"] @ _EXPRESSION_FLAT
     rot = pts.reshape(-1, 3) @ R.T
     f = geo["distance"] / (geo["distance"] - rot[:, 2])
     xy = rot[:, :2] * f[:, None]
-    ppu, offset = _place(xy[:68], _FRONTAL_H, geo, size)
+    ppu, offset = _place(xy[:68], geo, size, scale_range, max_shift)
     xy = xy * ppu + offset
     vis = ft.NORMALS @ R[2] > 0.0
     facing = R[2] @ _EAR_NORMALS > -0.35
@@ -446,7 +373,8 @@ def generate(n: int, size: int = 64, seed: int = 0, scheme: str | Scheme = "ibug
              grayscale: bool = False, max_yaw: float = 60.0, max_pitch: float = 20.0,
              max_roll: float = 20.0, occlusion: float = 0.0, mask_prob: float = 0.0,
              clutter: bool = True, blur: bool = True, noise: bool = True,
-             expression: float = 1.0, identity: float = 1.0) -> dict[str, np.ndarray]:
+             expression: float = 1.0, identity: float = 1.0,
+             scale_range: tuple[float, float] = (0.5, 0.75), max_shift: float = 0.08) -> dict[str, np.ndarray]:
     """Generate ``n`` synthetic faces with exact landmarks.
 
     Args:
@@ -460,6 +388,9 @@ def generate(n: int, size: int = 64, seed: int = 0, scheme: str | Scheme = "ibug
         mask_prob: probability of a face mask (covers jaw 2-14, lower nose, mouth).
         clutter, blur, noise: background shapes, random Gaussian blur (half the faces), pixel noise.
         expression, identity: scale of the random expression / identity coefficients (0 = none).
+        scale_range: the frontal 68-point box height, as a fraction of ``size``, is uniform in this
+            range (the posed box is shrunk further if it would not fit 3% inside the image).
+        max_shift: the box centre moves up to this fraction of ``size`` from the image centre.
 
     Returns:
         dict of numpy arrays: ``images`` [N, H, W, C] uint8 (C = 1 or 3); ``landmarks`` [N, K, 2]
@@ -475,7 +406,8 @@ def generate(n: int, size: int = 64, seed: int = 0, scheme: str | Scheme = "ibug
     w = scheme_matrix(scheme)
     opts = dict(max_yaw=max_yaw, max_pitch=max_pitch, max_roll=max_roll, expression=expression,
                 identity=identity, blur=blur, noise=noise, clutter=clutter, occlusion=occlusion,
-                mask_prob=mask_prob, grayscale=grayscale)
+                mask_prob=mask_prob, grayscale=grayscale, scale_range=tuple(scale_range),
+                max_shift=max_shift)
     c = 1 if grayscale else 3
     out = {"images": np.zeros((n, size, size, c), np.uint8),
            "landmarks": np.zeros((n, len(w), 2), np.float32),

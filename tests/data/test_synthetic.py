@@ -139,3 +139,12 @@ def test_dataset_follows_sample_contract():
     np.testing.assert_allclose(s["box"].numpy(), ds.data["boxes"][1])
     np.testing.assert_array_equal(s["image"].permute(1, 2, 0).numpy(), ds.data["images"][1])
     assert "cuhk5" in repr(ds)
+
+
+def test_placement_options():
+    d = generate(4, size=64, seed=2, max_shift=0.0, scale_range=(0.6, 0.6), max_yaw=0, max_pitch=0,
+                 max_roll=0, identity=0.0, expression=0.0)
+    centre = (d["boxes"][:, :2] + d["boxes"][:, 2:]) / 2
+    np.testing.assert_allclose(centre, 31.5, atol=1e-3)
+    h = d["boxes"][:, 3] - d["boxes"][:, 1]
+    np.testing.assert_allclose(h, 0.6 * 64, rtol=0.05)  # perspective changes it a little
