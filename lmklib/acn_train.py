@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from . import metrics, paths
+from . import metrics
 from .models.acn import (KERNEL_STRUCTURES, acn_net, amplitude_loss, make_optimizer, mse_loss)
 from .models.cpm import CPM, cpm_loss, decode_heatmaps, gaussian_heatmaps
 from .train import fit
@@ -157,11 +157,13 @@ def boxes_from_points(p5: np.ndarray, geometry: np.ndarray) -> np.ndarray:
 
 
 def five_point_crops(dataset, name: str, geometry: np.ndarray | None = None,
-                     n: int | None = None, size: int = 39, note: str = "") -> FaceCrops:
+                     n: int | None = None, size: int = 39, note: str = "",
+                     replace_boxes: bool = True) -> FaceCrops:
     """Crop any 5-point (or 68-point, converted) ``LandmarkDataset`` like the training faces.
 
-    With ``geometry`` the face boxes are re-placed on the ground-truth 5 points
-    (:func:`boxes_from_points`), for sets without a detector box in the CUHK convention."""
+    With ``geometry`` the face boxes are placed on the ground-truth 5 points
+    (:func:`boxes_from_points`): all of them if ``replace_boxes`` (sets without a detector box
+    in the CUHK convention), else only where a record has no box."""
     import hashlib
 
     from .data.cache import CachedDataset
@@ -177,7 +179,8 @@ def five_point_crops(dataset, name: str, geometry: np.ndarray | None = None,
     if geometry is not None:
         boxes = boxes_from_points(np.stack([r.landmarks for r in dataset.records]), geometry)
         for r, b in zip(dataset.records, boxes):
-            r.box = b
+            if replace_boxes or r.box is None:
+                r.box = b
     digest = hashlib.sha1(np.stack([r.box if r.box is not None else np.zeros(4)
                                     for r in dataset.records]).tobytes()).hexdigest()[:12]
     key = f"acn-{type(dataset).__name__}-{len(dataset)}-{size}-{digest}"
@@ -360,7 +363,10 @@ def data_note(root: Path) -> dict[str, bool]:
             "300w": any((root / n).is_dir() for n in ("300w", "300w_subset", "300W")),
             "celeba": (root / "celeba").is_dir() or (root / "CelebA").is_dir(),
             "bioid": (root / "bioid").is_dir() or (root / "BioID").is_dir(),
-            "aflw2000": any((root / n).is_dir() for n in ("AFLW2000", "aflw2000", "AFLW2000-3D"))}
+            "aflw2000": any((root / n).is_dir() for n in AFLW2000_FOLDERS)}
+
+
+AFLW2000_FOLDERS = ("AFLW2000", "aflw2000", "AFLW2000-3D", "aflw2000_3d")
 
 
 def w300_root(root: Path) -> Path | None:
@@ -368,7 +374,3 @@ def w300_root(root: Path) -> Path | None:
         if (Path(root) / n).is_dir():
             return Path(root) / n
     return None
-
-
-def cache_dir() -> Path:
-    return paths.cache_root()
