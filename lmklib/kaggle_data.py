@@ -1,0 +1,312 @@
+"""Data for notebook 05 (Kaggle Facial Keypoints, He & Yang): whichever of three sources exists.
+
+1. ``"kaggle"``: the competition's own ``training.csv`` (7,049 faces, 96x96 grayscale, 15
+   keypoints, many missing) and ``test.csv`` under the data root (see :func:`find_kaggle_dir`).
+   ``training.csv`` has no separate labelled test set, so a seeded ``test_fraction`` of it is
+   held out.
+2. ``"300w"``: a Kaggle-format set we build from the real 68-point 300-W faces
+   (``<data root>/300w_subset``): each face is cropped square around its landmarks (with a
+   small seeded jitter in position and scale, so the face is not perfectly centred as it would
+   not be behind a face detector), resized to 96x96 grayscale, and its 68 points are mapped to
+   Kaggle's 15 (:func:`lmklib.data.schemes.convert_points`, documented 68->15 mapping). AFW and
+   HELEN train become ``training.csv``; HELEN test becomes a labelled ``heldout.csv`` and an
+   unlabelled Kaggle-style ``test.csv`` (with an ``IdLookupTable.csv``) for the submission
+   writer. The CSVs are built once into ``lmklib.paths.cache_root()/kaggle_from_300w/<key>/``.
+3. ``"synthetic"``: rendered faces from :mod:`lmklib.data.synthetic` (no real data at all).
+
+Arrays: images ``uint8`` ``[N, 1, 96, 96]``; points ``float32`` ``[N, 15, 2]`` ``(x, y)`` pixels,
+0-based (pixel centres at integers), NaN where missing, in Kaggle's order and "subject" sides
+(``left_eye_center`` is the subject's left eye, on the image right).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.schemes import KAGGLE15, KAGGLE15_COLUMNS, convert_points
+from .paths import cache_root, data_root as resolve_data_root
+
+#: Sub-folders of the data root searched for the competition CSVs, in order.
+KAGGLE_DIRS = ("kaggle_keypoints", "facial-keypoints-detection", "kaggle", ".")
+SOURCES = ("auto", "kaggle", "300w", "synthetic")
+#: 300-W sub-folders used for training and for the held-out test of the built set.
+W300_TRAIN = ("afw", "helen/trainset")
+W300_TEST = ("helen/testset",)
+#: Kaggle's four points that are (almost) always annotated; the others are missing in ~70% of rows.
+KAGGLE_ALWAYS = ("left_eye_center", "right_eye_center", "nose_tip", "mouth_center_bottom_lip")
+
+
+@dataclass
+class KeypointSplit:
+    """One split: ``images`` uint8 ``[N, 1, S, S]``, ``points`` float32 ``[N, 15, 2]`` (NaN =
+    missing), ``ids`` one identifier per row."""
+
+    images: torch.Tensor
+    points: torch.Tensor
+    ids: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, index) -> "KeypointSplit":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return KeypointSplit(self.images[index], self.points[index],
+                             [self.ids[i] for i in index.tolist()] if self.ids else [])
+
+    def complete_rows(self) -> int:
+        return int(torch.isfinite(self.points).all(dim=(1, 2)).sum())
+
+
+@dataclass
+class KeypointData:
+    """Train/validation/held-out splits plus what they were made of.
+
+    ``source`` is ``"kaggle"``, ``"300w"`` or ``"synthetic"``; ``description`` says it in words
+    for the report; ``test_csv`` / ``lookup_csv`` are the unlabelled Kaggle-style test files
+    (``None`` when absent) that a submission can be written for.
+    """
+
+    train: KeypointSplit
+    val: KeypointSplit
+    test: KeypointSplit
+    source: str
+    description: str
+    folder: Path | None = None
+    test_csv: Path | None = None
+    lookup_csv: Path | None = None
+
+    def summary(self) -> dict:
+        return {"source": self.source, "description": self.description,
+                **{f"n_{k}": len(getattr(self, k)) for k in ("train", "val", "test")},
+                **{f"complete_{k}": getattr(self, k).complete_rows()
+                   for k in ("train", "val", "test")}}
+
+
+# --------------------------------------------------------------------------- locating files
+def find_kaggle_dir(root: str | os.PathLike | None = None) -> Path | None:
+    """The folder under the data root holding the competition's ``training.csv``, or None."""
+    base = resolve_data_root(root)
+    for sub in KAGGLE_DIRS:
+        if (base / sub / "training.csv").is_file():
+            return (base / sub).resolve()
+    return None
+
+
+def find_w300_dir(root: str | os.PathLike | None = None) -> Path | None:
+    """``<data root>/300w_subset`` (or ``300w``) when it holds the AFW/HELEN folders."""
+    base = resolve_data_root(root)
+    for sub in ("300w_subset", "300w", "300W"):
+        if all((base / sub / f).is_dir() for f in W300_TRAIN + W300_TEST):
+            return base / sub
+    return None
+
+
+def resolve_source(source: str = "auto", root: str | os.PathLike | None = None) -> str:
+    """``auto`` -> ``kaggle`` if its CSV is present, else ``300w`` if 300-W is, else
+    ``synthetic``; an explicit source whose data is missing raises ``FileNotFoundError``."""
+    if source not in SOURCES:
+        raise ValueError(f"dataset must be one of {SOURCES}, got {source!r}")
+    base = resolve_data_root(root)
+    if source in ("auto", "kaggle") and find_kaggle_dir(base) is not None:
+        return "kaggle"
+    if source == "kaggle":
+        raise FileNotFoundError(f"no Kaggle training.csv under {base} (looked in "
+                                f"{[str(base / d) for d in KAGGLE_DIRS]}); download it from "
+                                "https://www.kaggle.com/c/facial-keypoints-detection/data")
+    if source in ("auto", "300w") and find_w300_dir(base) is not None:
+        return "300w"
+    if source == "300w":
+        raise FileNotFoundError(f"no 300-W folder with {W300_TRAIN + W300_TEST} under {base}")
+    return "synthetic"
+
+
+# --------------------------------------------------------------------------- 300-W -> Kaggle format
+def crop_faces(images: torch.Tensor, points68: np.ndarray, size: int = 96,
+               crop_scale: float = 1.15, jitter: float = 0.05,
+               seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """Crop square faces around their 68 landmarks and map the points to Kaggle's 15.
+
+    Args:
+        images: ``[N, 1, H, W]`` uint8 grayscale.
+        points68: ``[N, 68, 2]`` 0-based pixels.
+        crop_scale: crop side = ``crop_scale`` x the longer side of the landmark box.
+        jitter: the crop centre moves by up to ``jitter`` x side and its side changes by up to
+            ``jitter`` (uniform, seeded), as a face detector's box would.
+    Returns:
+        ``(crops [N, 1, size, size] uint8, points [N, 15, 2] float64)``.
+    """
+    from .data.sample import box_from_points
+    from .data.transforms import apply_affine, crop_batch
+
+    rng = np.random.default_rng(seed)
+    n = len(points68)
+    boxes = np.stack([box_from_points(p) for p in points68])
+    grow = 1.0 + rng.uniform(-jitter, jitter, size=n)
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    half = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / 2 * grow
+    boxes = np.stack([cx - half, cy - half, cx + half, cy + half], axis=1)
+    shift = rng.uniform(-jitter, jitter, size=(n, 2))
+    crops, affines = crop_batch(images, boxes, size, scale=crop_scale, shift=shift,
+                                padding="border")
+    moved = np.stack([np.asarray(apply_affine(p, a)) for p, a in zip(points68, affines)])
+    return crops, convert_points(moved, "ibug68", "kaggle15")
+
+
+def _read_w300(folder: Path, subsets: tuple[str, ...]) -> tuple[torch.Tensor, np.ndarray, list]:
+    """All faces of ``subsets`` as grayscale ``[N, 1, H, W]`` (they must share one size)."""
+    from .data.formats.w300 import W300
+
+    images, points, ids = [], [], []
+    for sub in subsets:
+        ds = W300(folder, split=sub, image_mode="L", missing_ok=False)
+        for i in range(len(ds)):
+            s = ds[i]
+            images.append(s["image"])
+            points.append(s["landmarks"].numpy().astype(np.float64))
+            ids.append(f"{sub}/{Path(s['meta']['path']).stem}")
+    shapes = {tuple(im.shape) for im in images}
+    if len(shapes) != 1:
+        raise ValueError(f"{folder}: expected equally sized images to crop in one batch, got "
+                         f"{sorted(shapes)[:3]}...")
+    return torch.stack(images), np.stack(points), ids
+
+
+def build_from_w300(w300_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                    size: int = 96, crop_scale: float = 1.15, jitter: float = 0.05,
+                    seed: int = 0) -> Path:
+    """Write a Kaggle-format copy of 300-W (see the module docstring) and return its folder.
+
+    Files: ``training.csv`` (AFW + HELEN train), ``heldout.csv`` (HELEN test, labelled, same
+    format), ``test.csv`` + ``IdLookupTable.csv`` (HELEN test without labels, asking for all 30
+    values of each face) and ``build.json`` (the settings). Nothing is rebuilt when
+    ``build.json`` already matches the settings.
+    """
+    from .data.formats import kaggle as kfmt
+    from .reports import atomic_write_json
+
+    w300_dir = Path(w300_dir)
+    settings = {"source": str(w300_dir.resolve()), "size": size, "crop_scale": crop_scale,
+                "jitter": jitter, "seed": seed, "train": W300_TRAIN, "test": W300_TEST,
+                "version": 1}
+    settings = json.loads(json.dumps(settings))  # tuples -> lists, as build.json stores them
+    key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    out = Path(out_dir) if out_dir is not None else cache_root() / "kaggle_from_300w" / key
+    marker = out / "build.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("settings") == settings:
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for name, subsets, offset in (("training", W300_TRAIN, 0), ("heldout", W300_TEST, 1)):
+        images, pts68, ids = _read_w300(w300_dir, subsets)
+        crops, pts15 = crop_faces(images, pts68, size, crop_scale, jitter, seed + offset)
+        kfmt.write_kaggle_csv(out / f"{name}.csv", crops[:, 0].numpy(), pts15)
+        counts[name] = len(ids)
+        if name == "heldout":
+            kfmt.write_kaggle_csv(out / "test.csv", crops[:, 0].numpy())
+            kfmt.write_id_lookup(out / "IdLookupTable.csv", [
+                (i, c) for i in range(1, len(ids) + 1) for c in KAGGLE15_COLUMNS])
+            atomic_write_json(out / "heldout_ids.json", ids)
+    atomic_write_json(marker, {"settings": settings, "counts": counts})
+    return out
+
+
+# --------------------------------------------------------------------------- loading
+def _split(images: np.ndarray, points: np.ndarray, ids: list) -> KeypointSplit:
+    im = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
+    if im.dim() == 3:
+        im = im[:, None]
+    return KeypointSplit(im, torch.as_tensor(np.asarray(points), dtype=torch.float32), list(ids))
+
+
+def _read_training(path: Path) -> KeypointSplit:
+    from .data.formats import kaggle as kfmt
+
+    ids, images, points = kfmt.read_kaggle_csv(path)
+    return _split(images, points, [int(i) for i in ids])
+
+
+def _shuffle_split(split: KeypointSplit, fractions: tuple[float, ...], seed: int) -> list:
+    """Seeded random partition into ``len(fractions) + 1`` parts (the last takes the rest)."""
+    order = np.random.default_rng(seed).permutation(len(split))
+    sizes = [int(round(f * len(split))) for f in fractions]
+    cuts = np.cumsum(sizes)
+    parts = np.split(order, cuts)
+    return [split.subset(np.sort(p)) for p in parts]
+
+
+def hide_keypoints(split: KeypointSplit, fraction: float, seed: int = 0) -> KeypointSplit:
+    """Copy of ``split`` where a seeded ``fraction`` of rows keep only the four points that
+    Kaggle's partial rows keep (:data:`KAGGLE_ALWAYS`); the rest become NaN."""
+    points = split.points.clone()
+    rows = np.random.default_rng(seed).random(len(split)) < fraction
+    keep = [KAGGLE15.names.index(n) for n in KAGGLE_ALWAYS]
+    drop = [i for i in range(KAGGLE15.num_points) if i not in keep]
+    points[torch.as_tensor(np.flatnonzero(rows), dtype=torch.long)[:, None],
+           torch.as_tensor(drop)[None, :]] = float("nan")
+    return KeypointSplit(split.images, points, split.ids)
+
+
+def load_keypoint_data(dataset: str = "auto", root: str | os.PathLike | None = None,
+                       val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0,
+                       n_synthetic: int = 1500, max_train: int | None = None,
+                       max_eval: int | None = None, hide_fraction: float = 0.0,
+                       crop_scale: float = 1.15, jitter: float = 0.05) -> KeypointData:
+    """Load (building when needed) the keypoint data and split it.
+
+    Args:
+        dataset: ``"auto"``, ``"kaggle"``, ``"300w"`` or ``"synthetic"`` (see the module doc).
+        root: data root (``None`` -> ``$LMK_DATA_ROOT`` or ``data/``).
+        val_fraction: part of the training pool kept for validation curves.
+        test_fraction: part held out as the test set where the source has no labelled test set
+            (Kaggle, synthetic); 300-W uses HELEN test.
+        max_train, max_eval: caps on split sizes (smoke runs); None keeps everything.
+        hide_fraction: training rows that keep only Kaggle's four always-present points
+            (:func:`hide_keypoints`), to imitate Kaggle's missing labels on a complete set.
+    """
+    source = resolve_source(dataset, root)
+    base = resolve_data_root(root)
+    folder = test_csv = lookup = None
+    if source == "kaggle":
+        folder = find_kaggle_dir(base)
+        pool = _read_training(folder / "training.csv")
+        test, val, train = _shuffle_split(pool, (test_fraction, val_fraction), seed)
+        desc = (f"Kaggle Facial Keypoints training.csv ({len(pool)} faces, "
+                f"{pool.complete_rows()} with all 15 points); {len(test)} held out as test")
+        test_csv = folder / "test.csv" if (folder / "test.csv").is_file() else None
+        lookup = folder / "IdLookupTable.csv" if (folder / "IdLookupTable.csv").is_file() else None
+    elif source == "300w":
+        folder = build_from_w300(find_w300_dir(base), crop_scale=crop_scale, jitter=jitter,
+                                 seed=0)
+        pool, test = _read_training(folder / "training.csv"), _read_training(folder / "heldout.csv")
+        val, train = _shuffle_split(pool, (val_fraction,), seed)
+        desc = (f"Kaggle-format set built from real 300-W faces (NOT Kaggle's data): "
+                f"{' + '.join(W300_TRAIN)} ({len(pool)} faces) for training/validation, "
+                f"{' + '.join(W300_TEST)} ({len(test)}) held out; 96x96 grayscale crops, "
+                f"68->15 points")
+        test_csv, lookup = folder / "test.csv", folder / "IdLookupTable.csv"
+    else:
+        from .data.synthetic import generate
+
+        # faces fill most of the frame, as Kaggle's do (the generator's default is smaller)
+        g = generate(n_synthetic, size=96, seed=seed, scheme="kaggle15", grayscale=True,
+                     scale_range=(0.6, 0.75), max_yaw=30.0)
+        pool = _split(np.asarray(g["images"])[..., 0], g["landmarks"],
+                      [f"synthetic:{i}" for i in range(n_synthetic)])
+        test, val, train = _shuffle_split(pool, (test_fraction, val_fraction), seed)
+        desc = (f"synthetic rendered faces ({n_synthetic}, no real data found under {base}); "
+                "numbers are NOT comparable with Kaggle's")
+    if hide_fraction > 0:
+        train = hide_keypoints(train, hide_fraction, seed)
+        desc += f"; {hide_fraction:.0%} of training rows reduced to Kaggle's 4 always-present points"
+    if max_train is not None:
+        train = train.subset(range(min(max_train, len(train))))
+    if max_eval is not None:
+        val, test = (s.subset(range(min(max_eval, len(s)))) for s in (val, test))
+    return KeypointData(train, val, test, source, desc, folder, test_csv, lookup)

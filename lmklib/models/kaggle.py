@@ -1,0 +1,559 @@
+"""Models, loss and training for He & Yang, *Facial Keypoints Detection Using Convolutional
+Neural Network* (Tsinghua course report on the Kaggle Facial Keypoints Detection task).
+
+Paper: ``shared/papers/kaggle_keypoints_he.txt``. The report sets up the task (15 keypoints on
+96x96 grayscale faces, RMSE in pixels), argues for input/target normalisation (Sec. 3.1), ReLU
+(Sec. 3.2), Xavier or He initialisation (Sec. 3.3, "without any noticeable difference") and
+dropout (Sec. 3.4, empty), and names three models: a multilayer perceptron, a CNN and a
+cascaded CNN. Its Network section is empty, so the layer sizes are ours, chosen as follows:
+
+* :class:`MLP`: 9216 -> 100 -> 30, the one-hidden-layer baseline of the Kaggle tutorial era
+  (Nouri, 2014) that the report's Lasagne-style pre-processing follows.
+* :class:`KeypointCNN`: three conv+max-pool blocks (32 3x3, 64 2x2, 128 2x2) and two hidden
+  fully connected layers of 500 units, ReLU everywhere except the linear output (Sec. 3.2),
+  dropout on the hidden fully connected layers.
+* :class:`CascadeCNN`: stage 1 is a trained :class:`KeypointCNN`; stage 2
+  (:class:`PatchRefiner`) crops a ``patch x patch`` window around each first-stage estimate
+  (bilinear sampling, in the 96x96 frame) and predicts that point's offset with its own small
+  CNN (one group of a grouped convolution per point, as Sun et al. 2013 use one network per
+  point).
+
+Coordinates: points are ``(x, y)`` pixels, 0-based, pixel centres at integers; a network's
+output is ``[N, 30]`` = 15 points flattened ``x0, y0, x1, y1, ...`` in *normalised* units
+(:class:`Normalisation`). Missing targets are NaN and are ignored by :func:`masked_mse`.
+
+The second half of the file trains and evaluates them (:func:`train_regressor`,
+:func:`train_refiner`, :func:`run_study`) under the smoke/quick/paper :data:`PROFILES`; the data
+come from :mod:`lmklib.kaggle_data`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NUM_POINTS = 15
+IMAGE_SIZE = 96
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+
+
+# --------------------------------------------------------------------------- normalisation
+@dataclass(frozen=True)
+class Normalisation:
+    """Sec. 3.1: ``x = pixels / image_scale`` and ``y = (points - centre) / half``.
+
+    The paper's values are ``image_scale = 256`` and ``centre = half = 48`` (half the 96-pixel
+    side, so targets span [-1, 1]). :meth:`off` is the identity, for the "without" ablation.
+    """
+
+    image_scale: float = 256.0
+    centre: float = IMAGE_SIZE / 2
+    half: float = IMAGE_SIZE / 2
+
+    @classmethod
+    def paper(cls, size: int = IMAGE_SIZE) -> "Normalisation":
+        return cls(256.0, size / 2, size / 2)
+
+    @classmethod
+    def off(cls) -> "Normalisation":
+        return cls(1.0, 0.0, 1.0)
+
+    def images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 or float pixels ``[N, 1, H, W]`` (0..255) -> float network input."""
+        return images.float() / self.image_scale
+
+    def points(self, points: torch.Tensor) -> torch.Tensor:
+        """Pixels ``[N, K, 2]`` -> normalised targets ``[N, 2K]`` (NaN stays NaN)."""
+        return ((points - self.centre) / self.half).reshape(points.shape[0], -1)
+
+    def pixels(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Normalised outputs ``[N, 2K]`` -> pixels ``[N, K, 2]``."""
+        return (outputs * self.half + self.centre).reshape(outputs.shape[0], -1, 2)
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the finite entries of ``target`` (NaN = missing keypoint).
+
+    Args:
+        pred, target: same shape, e.g. ``[N, 30]``; ``target`` may hold NaN.
+    Returns:
+        scalar tensor; 0 (still differentiable) when no entry is finite.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {list(pred.shape)} and target {list(target.shape)} differ")
+    mask = torch.isfinite(target)
+    diff = torch.where(mask, pred - torch.nan_to_num(target), torch.zeros_like(pred))
+    return (diff ** 2).sum() / mask.sum().clamp(min=1)
+
+
+# --------------------------------------------------------------------------- building blocks
+class GroupLinear(nn.Module):
+    """``groups`` independent linear layers applied to ``[N, groups, in]`` -> ``[N, groups, out]``."""
+
+    def __init__(self, groups: int, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(groups, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(groups, out_features))
+        nn.init.uniform_(self.weight, -1 / math.sqrt(in_features), 1 / math.sqrt(in_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("ngi,gio->ngo", x, self.weight) + self.bias
+
+
+def extract_patches(images: torch.Tensor, centres: torch.Tensor, patch: int) -> torch.Tensor:
+    """Bilinearly sample a ``patch x patch`` window centred on each point.
+
+    Args:
+        images: ``[N, 1, H, W]`` float.
+        centres: ``[N, K, 2]`` pixel ``(x, y)``, 0-based (NaN is treated as the image centre).
+        patch: window side in pixels (one output pixel per input pixel).
+    Returns:
+        ``[N, K, patch, patch]``; outside the image the border pixel is repeated.
+    """
+    n, _, h, w = images.shape
+    k = centres.shape[1]
+    centres = torch.nan_to_num(centres, nan=(w - 1) / 2)
+    offs = torch.arange(patch, dtype=images.dtype, device=images.device) - (patch - 1) / 2
+    gx = centres[..., 0, None, None] + offs[None, None, None, :]          # [N, K, 1, P]
+    gy = centres[..., 1, None, None] + offs[None, None, :, None]          # [N, K, P, 1]
+    gx, gy = torch.broadcast_tensors(gx, gy)
+    # align_corners=True maps -1/+1 to the centres of the first/last pixel: our convention.
+    grid = torch.stack([gx * 2 / (w - 1) - 1, gy * 2 / (h - 1) - 1], dim=-1)
+    out = F.grid_sample(images, grid.reshape(n, k * patch, patch, 2), mode="bilinear",
+                        padding_mode="border", align_corners=True)
+    return out.reshape(n, k, patch, patch)
+
+
+# --------------------------------------------------------------------------- models
+class MLP(nn.Module):
+    """Multilayer perceptron: flattened ``[N, 1, S, S]`` image -> hidden layers -> ``[N, 30]``.
+
+    Args:
+        image_size: input side S (96).
+        hidden: widths of the hidden layers.
+        activation: ``"relu"``, ``"sigmoid"`` or ``"tanh"`` (hidden layers only; output linear).
+        dropout: dropout probability after each hidden layer (0 disables it).
+    """
+
+    def __init__(self, image_size: int = IMAGE_SIZE, hidden: tuple[int, ...] = (100,),
+                 activation: str = "relu", dropout: float = 0.0, num_points: int = NUM_POINTS):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = image_size * image_size
+        for h in hidden:
+            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        layers.append(nn.Linear(width, 2 * num_points))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class KeypointCNN(nn.Module):
+    """Conv/max-pool blocks then fully connected layers: ``[N, 1, S, S]`` -> ``[N, 30]``.
+
+    Args:
+        channels, kernels: one conv layer (valid padding, stride 1) + 2x2 max-pool per entry.
+        hidden: widths of the hidden fully connected layers.
+        activation: ``"relu"`` | ``"sigmoid"`` | ``"tanh"`` for every layer but the output.
+        dropout: dropout probability after each hidden fully connected layer.
+    """
+
+    def __init__(self, image_size: int = IMAGE_SIZE, channels: tuple[int, ...] = (32, 64, 128),
+                 kernels: tuple[int, ...] = (3, 2, 2), hidden: tuple[int, ...] = (500, 500),
+                 activation: str = "relu", dropout: float = 0.5, num_points: int = NUM_POINTS):
+        super().__init__()
+        if len(channels) != len(kernels):
+            raise ValueError(f"channels {channels} and kernels {kernels} differ in length")
+        layers: list[nn.Module] = []
+        c, s = 1, image_size
+        for out, k in zip(channels, kernels):
+            layers += [nn.Conv2d(c, out, k), ACTIVATIONS[activation](), nn.MaxPool2d(2)]
+            c, s = out, (s - k + 1) // 2
+        if s < 1:
+            raise ValueError(f"image_size {image_size} is too small for {len(channels)} blocks")
+        layers.append(nn.Flatten())
+        width = c * s * s
+        for h in hidden:
+            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        layers.append(nn.Linear(width, 2 * num_points))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class PatchRefiner(nn.Module):
+    """Second cascade stage: one small CNN per point on a window around its current estimate.
+
+    ``forward(images, centres)`` takes normalised images ``[N, 1, S, S]`` and pixel estimates
+    ``[N, K, 2]`` and returns refined pixel estimates ``[N, K, 2]``. Each point has its own
+    filters (grouped convolutions, ``groups = K``) and its own fully connected head
+    (:class:`GroupLinear`); the predicted offset is in units of half a patch.
+    """
+
+    def __init__(self, patch: int = 24, channels: tuple[int, int] = (16, 32), hidden: int = 64,
+                 activation: str = "relu", num_points: int = NUM_POINTS):
+        super().__init__()
+        k, (c1, c2) = num_points, channels
+        self.patch, self.num_points = patch, num_points
+        act = ACTIVATIONS[activation]
+        self.features = nn.Sequential(
+            nn.Conv2d(k, k * c1, 3, groups=k), act(), nn.MaxPool2d(2),
+            nn.Conv2d(k * c1, k * c2, 3, groups=k), act(), nn.MaxPool2d(2))
+        s = ((patch - 2) // 2 - 2) // 2
+        if s < 1:
+            raise ValueError(f"patch {patch} is too small (needs >= 10 pixels)")
+        self.head = nn.Sequential(GroupLinear(k, c2 * s * s, hidden), act(),
+                                  GroupLinear(k, hidden, 2))
+
+    def forward(self, images: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        patches = extract_patches(images, centres, self.patch)             # [N, K, P, P]
+        f = self.features(patches)                                         # [N, K*c2, s, s]
+        f = f.reshape(f.shape[0], self.num_points, -1)                     # per-point features
+        return centres + self.head(f) * (self.patch / 2)
+
+
+class CascadeCNN(nn.Module):
+    """Stage 1 (a whole-face regressor) followed by a :class:`PatchRefiner`.
+
+    Input and output follow the single-stage models (normalised images in, normalised ``[N, 30]``
+    out), so the same evaluation code applies. ``norm`` converts stage-1 outputs to pixels.
+    """
+
+    def __init__(self, stage1: nn.Module, refiner: PatchRefiner, norm: Normalisation):
+        super().__init__()
+        self.stage1, self.refiner, self.norm = stage1, refiner, norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.norm.pixels(self.stage1(x))
+        return self.norm.points(self.refiner(x, first))
+
+
+# --------------------------------------------------------------------------- initialisation
+def _fans(w: torch.Tensor, groups: int = 1) -> tuple[int, int]:
+    """(fan_in, fan_out) of one group's weight, for linear, conv and GroupLinear weights."""
+    if w.dim() == 2:                                   # nn.Linear: [out, in]
+        return w.shape[1], w.shape[0]
+    if w.dim() == 3:                                   # GroupLinear: [groups, in, out]
+        return w.shape[1], w.shape[2]
+    rf = w[0, 0].numel()                               # conv: [out, in/groups, kh, kw]
+    return w.shape[1] * rf, w.shape[0] // groups * rf
+
+
+def init_weights(model: nn.Module, scheme: str = "he") -> nn.Module:
+    """Sec. 3.3: uniform on ``[-sqrt(3 Var), sqrt(3 Var)]`` with zero biases, where
+    ``Var = 2 / (n_in + n_out)`` ("xavier", Glorot & Bengio 2010) or ``Var = 2 / n_in`` ("he",
+    He et al. 2015); for convolutions ``n`` counts ``w x h`` inputs per channel."""
+    if scheme not in ("he", "xavier"):
+        raise ValueError(f"init scheme must be 'he' or 'xavier', got {scheme!r}")
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, GroupLinear)):
+            fan_in, fan_out = _fans(m.weight, getattr(m, "groups", 1))
+            var = 2.0 / fan_in if scheme == "he" else 2.0 / (fan_in + fan_out)
+            bound = math.sqrt(3.0 * var)
+            with torch.no_grad():
+                m.weight.uniform_(-bound, bound)
+                if m.bias is not None:
+                    m.bias.zero_()
+    return model
+
+
+# --------------------------------------------------------------------------- factories
+def mlp(**kw) -> MLP:
+    """The MLP baseline: 9216 -> 100 -> 30 (924,730 parameters)."""
+    return MLP(hidden=(100,), **kw)
+
+
+def mlp_tiny(**kw) -> MLP:
+    """Smoke-test MLP: 9216 -> 8 -> 30."""
+    return MLP(hidden=(8,), **kw)
+
+
+def cnn(**kw) -> KeypointCNN:
+    """The CNN: conv 32@3x3, 64@2x2, 128@2x2 (each + 2x2 max-pool), FC 500, 500, 30."""
+    return KeypointCNN(channels=(32, 64, 128), kernels=(3, 2, 2), hidden=(500, 500), **kw)
+
+
+def cnn_small(**kw) -> KeypointCNN:
+    """Half-width CNN for CPU ablations: conv 16/32/64, FC 256, 256."""
+    return KeypointCNN(channels=(16, 32, 64), kernels=(3, 2, 2), hidden=(256, 256), **kw)
+
+
+def cnn_tiny(**kw) -> KeypointCNN:
+    """Smoke-test CNN: conv 4/8/8, FC 16."""
+    return KeypointCNN(channels=(4, 8, 8), kernels=(3, 2, 2), hidden=(16,), **kw)
+
+
+def refiner(**kw) -> PatchRefiner:
+    """Cascade stage 2: 24x24 windows, 16/32 grouped conv channels per point, FC 64."""
+    return PatchRefiner(patch=24, channels=(16, 32), hidden=64, **kw)
+
+
+def refiner_tiny(**kw) -> PatchRefiner:
+    """Smoke-test stage 2: 12x12 windows, 2/4 channels per point, FC 8."""
+    return PatchRefiner(patch=12, channels=(2, 4), hidden=8, **kw)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": mlp, "mlp_tiny": mlp_tiny, "cnn": cnn, "cnn_small": cnn_small,
+    "cnn_tiny": cnn_tiny, "refiner": refiner, "refiner_tiny": refiner_tiny}
+
+
+# --------------------------------------------------------------------------- profiles
+#: Sizes per profile. ``epochs`` trains the main MLP and CNN, ``ablation_epochs`` every ablation
+#: run (on ``ablation_cnn``), ``refiner_epochs`` the cascade's second stage; ``init_seeds`` is
+#: the number of seeds per arm of the Xavier-vs-He study. The report gives no schedule, so
+#: "paper" is our choice of a long GPU run.
+PROFILES: dict[str, dict] = {
+    "smoke": dict(mlp="mlp_tiny", cnn="cnn_tiny", ablation_cnn="cnn_tiny", refiner="refiner_tiny",
+                  epochs=2, ablation_epochs=1, refiner_epochs=1, init_seeds=2, batch_size=16,
+                  lr=1e-3, dropout=0.5, max_train=64, max_eval=32, n_synthetic=160),
+    "quick": dict(mlp="mlp", cnn="cnn", ablation_cnn="cnn_small", refiner="refiner",
+                  epochs=25, ablation_epochs=12, refiner_epochs=15, init_seeds=3, batch_size=32,
+                  lr=1e-3, dropout=0.5, max_train=None, max_eval=None, n_synthetic=1500),
+    "paper": dict(mlp="mlp", cnn="cnn", ablation_cnn="cnn", refiner="refiner",
+                  epochs=300, ablation_epochs=150, refiner_epochs=150, init_seeds=5,
+                  batch_size=32, lr=1e-3, dropout=0.5, max_train=None, max_eval=None,
+                  n_synthetic=7000),
+}
+
+
+def get_profile(name: str) -> dict:
+    if name not in PROFILES:
+        raise ValueError(f"profile must be one of {list(PROFILES)}, got {name!r}")
+    return dict(PROFILES[name])
+
+
+# --------------------------------------------------------------------------- training
+def random_flip(images: torch.Tensor, points: torch.Tensor,
+                flip_perm: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror a random half of a batch (torch's global RNG): images ``[N, C, H, W]``, pixel
+    points ``[N, K, 2]``; left/right points swap through ``flip_perm``."""
+    flip = torch.rand(images.shape[0]) < 0.5
+    if not flip.any():
+        return images, points
+    images, points = images.clone(), points.clone()
+    w = images.shape[-1]
+    images[flip] = images[flip].flip(-1)
+    mirrored = points[flip][:, list(flip_perm)]
+    mirrored[..., 0] = (w - 1) - mirrored[..., 0]
+    points[flip] = mirrored
+    return images, points
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, norm: Normalisation,
+            batch_size: int = 256) -> torch.Tensor:
+    """Pixel predictions ``[N, 15, 2]`` for uint8 images ``[N, 1, S, S]`` (eval mode)."""
+    model.eval()
+    return torch.cat([norm.pixels(model(norm.images(images[i:i + batch_size])))
+                      for i in range(0, len(images), batch_size)])
+
+
+def keypoint_rmse(pred: torch.Tensor, gt: torch.Tensor) -> dict:
+    """Kaggle RMSE (pixels) overall and per keypoint, ignoring missing ground truth."""
+    from ..data.schemes import KAGGLE15
+    from ..metrics import rmse
+
+    p, g = pred.numpy(), gt.numpy()
+    per = {n: rmse(p[:, i:i + 1], g[:, i:i + 1]) for i, n in enumerate(KAGGLE15.names)}
+    return {"rmse": rmse(p, g), "per_keypoint": per}
+
+
+def _fit(model, data, epochs, batch_size, lr, seed, loss_fn, val_fn, desc, progress,
+         optimizer="adam"):
+    """Adam (or SGD with Nesterov momentum 0.9), cosine-annealed from ``lr``, on ``data.train`` through :func:`lmklib.train.fit`; returns the history with
+    ``train_rmse`` (running, over the epoch's augmented batches, dropout on) and ``val_rmse``."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from ..train import fit
+
+    loader = DataLoader(TensorDataset(data.train.images, data.train.points),
+                        batch_size=batch_size, shuffle=True, generator=torch.Generator())
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = (torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True) if optimizer == "sgd"
+           else torch.optim.Adam(params, lr=lr))
+    # cosine decay to 0 over the run: short CPU profiles end at a converged low-lr point.
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
+    hist = fit(model, loader, loss_fn, opt, epochs, scheduler=sched, val_fn=val_fn, seed=seed,
+               desc=desc, progress=progress)
+    hist["train_rmse"] = hist.pop("mse_px") ** 0.5
+    return hist
+
+
+def train_regressor(model: nn.Module, data, *, epochs: int, batch_size: int = 32,
+                    lr: float = 1e-3, optimizer: str = "adam", norm: Normalisation | None = None,
+                    flip: bool = True, seed: int = 0, progress: bool = False, desc: str = "train"):
+    """Train a whole-face regressor (MLP or CNN) with the masked MSE on normalised targets.
+
+    Args:
+        data: a :class:`lmklib.kaggle_data.KeypointData` (train and val are used).
+        norm: target/input scaling; ``Normalisation.paper()`` by default, ``.off()`` for raw.
+        flip: horizontal-flip augmentation with Kaggle's left/right swap.
+    Returns:
+        per-epoch DataFrame (``epoch``, ``train_loss``, ``train_rmse``, ``val_rmse`` in pixels).
+    """
+    from ..data.schemes import KAGGLE15
+
+    norm = norm or Normalisation.paper(data.train.images.shape[-1])
+
+    def loss_fn(model, batch):
+        images, points = batch
+        if flip:
+            images, points = random_flip(images, points, KAGGLE15.flip_perm)
+        loss = masked_mse(model(norm.images(images)), norm.points(points))
+        return loss, {"mse_px": float(loss.detach()) * norm.half ** 2}
+
+    def val_fn(model):
+        return {"rmse": keypoint_rmse(predict(model, data.val.images, norm), data.val.points)["rmse"]}
+
+    return _fit(model, data, epochs, batch_size, lr, seed, loss_fn, val_fn, desc, progress,
+                optimizer)
+
+
+def train_refiner(refiner_model: PatchRefiner, stage1: nn.Module, data, *, sigma: float,
+                  epochs: int, batch_size: int = 32, lr: float = 1e-3, optimizer: str = "adam",
+                  norm: Normalisation | None = None, flip: bool = True, seed: int = 0,
+                  progress: bool = False) -> tuple[CascadeCNN, "pd.DataFrame"]:
+    """Train the cascade's second stage with ``stage1`` frozen.
+
+    Training windows are centred on the ground truth plus Gaussian noise of ``sigma`` pixels
+    per coordinate (we pass stage 1's validation RMSE), so the refiner sees estimates as wrong
+    as stage 1's; validation runs the whole cascade on stage 1's real estimates.
+    Returns ``(cascade, history)``.
+    """
+    from ..data.schemes import KAGGLE15
+
+    norm = norm or Normalisation.paper(data.train.images.shape[-1])
+    for p in stage1.parameters():
+        p.requires_grad_(False)
+    cascade = CascadeCNN(stage1, refiner_model, norm)
+
+    def loss_fn(model, batch):
+        images, points = batch
+        if flip:
+            images, points = random_flip(images, points, KAGGLE15.flip_perm)
+        centres = points + sigma * torch.randn_like(points)
+        refined = model(norm.images(images), centres)
+        loss = masked_mse(norm.points(refined), norm.points(points))
+        return loss, {"mse_px": float(loss.detach()) * norm.half ** 2}
+
+    def val_fn(model):
+        return {"rmse": keypoint_rmse(predict(cascade, data.val.images, norm), data.val.points)["rmse"]}
+
+    stage1.eval()
+    hist = _fit(refiner_model, data, epochs, batch_size, lr, seed, loss_fn, val_fn,
+                "refiner", progress, optimizer)
+    return cascade, hist
+
+
+# --------------------------------------------------------------------------- experiments
+def build(name: str, *, init: str = "he", seed: int = 0, **kw) -> nn.Module:
+    """``MODELS[name](**kw)`` with seeded :func:`init_weights`."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid: {sorted(MODELS)}")
+    torch.manual_seed(seed)
+    return init_weights(MODELS[name](**kw), init)
+
+
+def run_config(data, model: str, *, epochs: int, seed: int = 0, init: str = "he",
+               activation: str = "relu", dropout: float = 0.5, normalise: bool = True,
+               batch_size: int = 32, lr: float = 1e-3, optimizer: str = "adam",
+               progress: bool = False) -> dict:
+    """Build, train and test one whole-face regressor. A run whose loss turns non-finite is
+    reported with ``diverged=True`` and NaN errors rather than stopping the notebook.
+
+    Returns a dict: ``model`` (trained), ``history``, ``test_rmse``, ``per_keypoint``,
+    ``val_rmse`` (last epoch), ``diverged``, ``seconds``, and the settings.
+    """
+    import time
+
+    import pandas as pd
+
+    size = data.train.images.shape[-1]
+    norm = Normalisation.paper(size) if normalise else Normalisation.off()
+    net = build(model, init=init, seed=seed, activation=activation, dropout=dropout)
+    settings = dict(model=model, epochs=epochs, seed=seed, init=init, activation=activation,
+                    dropout=dropout, normalise=normalise)
+    t0 = time.perf_counter()
+    try:
+        hist = train_regressor(net, data, epochs=epochs, batch_size=batch_size, lr=lr,
+                               optimizer=optimizer, norm=norm, seed=seed, progress=progress, desc=model)
+        scores, diverged = keypoint_rmse(predict(net, data.test.images, norm), data.test.points), False
+    except FloatingPointError:
+        hist, diverged = pd.DataFrame(columns=["epoch", "train_rmse", "val_rmse"]), True
+        scores = {"rmse": float("nan"), "per_keypoint": {}}
+    return dict(settings, net=net, norm=norm, history=hist, test_rmse=scores["rmse"],
+                per_keypoint=scores["per_keypoint"], diverged=diverged,
+                val_rmse=float(hist["val_rmse"].iloc[-1]) if len(hist) else float("nan"),
+                seconds=time.perf_counter() - t0)
+
+
+def ablation_arms(profile: dict, seed: int = 0) -> list[dict]:
+    """Every (study, arm) run of the ablations, as :func:`run_config` keyword sets.
+
+    Studies: ``normalisation`` (Sec. 3.1), ``activation`` (Sec. 3.2; ReLU vs sigmoid vs tanh,
+    all with Xavier init, the init Glorot & Bengio analysed saturating units with),
+    ``init`` (Sec. 3.3; Xavier vs He over ``init_seeds`` seeds), ``dropout`` (Sec. 3.4).
+    Identical settings recur across studies and are trained once by :func:`run_study`.
+    """
+    base = dict(model=profile["ablation_cnn"], epochs=profile["ablation_epochs"], seed=seed,
+                init="he", activation="relu", dropout=profile["dropout"], normalise=True)
+    arms = [("normalisation", "with (x/256, (y-48)/48)", {}),
+            ("normalisation", "without (raw 0-255, 0-96)", {"normalise": False})]
+    arms += [("activation", a, {"activation": a, "init": "xavier"})
+             for a in ("relu", "sigmoid", "tanh")]
+    arms += [("init", i, {"init": i, "seed": seed + k})
+             for k in range(profile["init_seeds"]) for i in ("xavier", "he")]
+    arms += [("dropout", f"dropout {profile['dropout']}", {}), ("dropout", "no dropout", {"dropout": 0.0})]
+    return [dict(study=s, arm=a, config={**base, **o}) for s, a, o in arms]
+
+
+def run_study(data, arms: list[dict], *, batch_size: int = 32, lr: float = 1e-3,
+              optimizer: str = "adam", cache: dict | None = None, progress: bool = False) -> dict:
+    """Train every arm (each distinct config once; ``cache`` maps a config to its result and
+    can be shared with the main runs). Returns ``{(study, arm, seed): result}``."""
+    cache = {} if cache is None else cache
+    out = {}
+    for a in arms:
+        key = tuple(sorted(a["config"].items()))
+        if key not in cache:
+            cache[key] = run_config(data, **a["config"], batch_size=batch_size, lr=lr,
+                                    optimizer=optimizer, progress=progress)
+        out[(a["study"], a["arm"], a["config"]["seed"])] = cache[key]
+    return out
+
+
+def run_cascade(data, stage1: dict, refiner_name: str, *, epochs: int, seed: int = 0,
+                batch_size: int = 32, lr: float = 1e-3, optimizer: str = "adam",
+                progress: bool = False) -> dict:
+    """Train a cascade's second stage on top of a :func:`run_config` result ``stage1`` (its
+    network frozen; training noise = its validation RMSE) and test the whole cascade.
+    Returns a dict shaped like :func:`run_config`'s (``history`` = the second stage's epochs)."""
+    import time
+
+    t0 = time.perf_counter()
+    ref = build(refiner_name, seed=seed)
+    cascade, hist = train_refiner(ref, stage1["net"], data, sigma=stage1["val_rmse"],
+                                  epochs=epochs, batch_size=batch_size, lr=lr,
+                                  optimizer=optimizer, norm=stage1["norm"], seed=seed,
+                                  progress=progress)
+    scores = keypoint_rmse(predict(cascade, data.test.images, stage1["norm"]), data.test.points)
+    return dict(model=f"{stage1['model']}+{refiner_name}", epochs=epochs, seed=seed,
+                net=cascade, norm=stage1["norm"], history=hist, test_rmse=scores["rmse"],
+                per_keypoint=scores["per_keypoint"], diverged=False,
+                val_rmse=float(hist["val_rmse"].iloc[-1]), sigma=stage1["val_rmse"],
+                seconds=time.perf_counter() - t0)
