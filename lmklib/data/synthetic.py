@@ -90,7 +90,7 @@ def _appearance(rng: np.random.Generator, size: int, blur: bool, noise: bool) ->
         "background": 255 * rng.random(3),
         "shirt": 255 * rng.random(3),
         "light": (2 * np.pi * u[7], 0.35 * u[8], 0.8 + 0.35 * u[9]),  # angle, strength, gain
-        "blur": 1.2 + 1.3 * u[10] if blur and u[11] < 0.5 else 0.0,  # downsampling factor
+        "blur": 1.15 + 0.65 * u[10] if blur and u[11] < 0.4 else 0.0,  # downsampling factor
         "noise": 7.0 * u[12] if noise else 0.0,
         "noise_offset": int(rng.integers(1 << 20)),
     }
@@ -249,8 +249,8 @@ def _render(xy: np.ndarray, vis: np.ndarray, facing: np.ndarray, ppu: float, app
         if r > 0.2 * ss:
             cv.disc(centre, r, iris)
             cv.disc(centre, 0.45 * r, pupil)
-        cv.line(e[[0, 1, 2, 3]], lid, 1.5 * lw)  # upper lid and lashes
-        cv.line(e[[3, 4, 5, 0]], lower_lid, 0.8 * lw)
+        cv.line(e[[0, 1, 2, 3]], lid, 1.8 * lw)  # upper lid and lashes
+        cv.line(e[[3, 4, 5, 0]], lower_lid, 1.0 * lw)
     # nose: shaded bridge, the underside (tip 30 to the wings 31-35), base line, nostrils
     cv.line(X[27:31], bridge, 2.0 * lw)
     if vis[31:36].any():
@@ -386,7 +386,8 @@ def generate(n: int, size: int = 64, seed: int = 0, scheme: str | Scheme = "ibug
         max_yaw, max_pitch, max_roll: poses are uniform in ``[-max, max]`` degrees (yaw up to 90).
         occlusion: probability that a face gets a random occluder (points under it invisible).
         mask_prob: probability of a face mask (covers jaw 2-14, lower nose, mouth).
-        clutter, blur, noise: background shapes, random Gaussian blur (half the faces), pixel noise.
+        clutter, blur, noise: background shapes; blur (40% of the faces: box-downsampled by a
+            factor 1.15-1.8 and bilinearly upsampled); Gaussian pixel noise (sigma 0-7 levels).
         expression, identity: scale of the random expression / identity coefficients (0 = none).
         scale_range: the frontal 68-point box height, as a fraction of ``size``, is uniform in this
             range (the posed box is shrunk further if it would not fit 3% inside the image).
