@@ -284,7 +284,7 @@ def _render(xy: np.ndarray, vis: np.ndarray, facing: np.ndarray, ppu: float, app
     return im, covered
 
 
-_GRIDS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+_GRIDS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
 def _finish(im: Image.Image, app: dict, grayscale: bool) -> np.ndarray:
@@ -294,18 +294,22 @@ def _finish(im: Image.Image, app: dict, grayscale: bool) -> np.ndarray:
     img = np.asarray(im)
     if img.ndim == 2:
         img = img[:, :, None]
-    h = img.shape[0]
-    if h not in _GRIDS:
-        g = np.linspace(-1, 1, h, dtype=np.float32)
-        _GRIDS[h] = (g[None, :, None], g[:, None, None])
-    gx, gy = _GRIDS[h]
+    key = img.shape
+    if key not in _GRIDS:  # full-shape grids: broadcasting over channels is several times slower
+        g = np.linspace(-1, 1, key[0], dtype=np.float32)
+        _GRIDS[key] = (np.ascontiguousarray(np.broadcast_to(g[None, :, None], key)),
+                       np.ascontiguousarray(np.broadcast_to(g[:, None, None], key)))
+    gx, gy = _GRIDS[key]
     angle, strength, gain = app["light"]
-    field = (gain + gain * strength * math.cos(angle) * gx) + gain * strength * math.sin(angle) * gy
-    out = img * field
+    field = gx * np.float32(gain * strength * math.cos(angle))
+    field += gy * np.float32(gain * strength * math.sin(angle))
+    field += np.float32(gain)
+    out = img.astype(np.float32)
+    out *= field
     if app["noise"] > 0:
         k = out.size
         off = app["noise_offset"] % (len(_NOISE_BANK) - k)
-        out += app["noise"] * _NOISE_BANK[off:off + k].reshape(out.shape)
+        out += np.float32(app["noise"]) * _NOISE_BANK[off:off + k].reshape(key)
     np.clip(out, 0, 255, out=out)
     return out.astype(np.uint8)
 
