@@ -159,14 +159,16 @@ def crop_faces(images: torch.Tensor, points68: np.ndarray, size: int = 96,
     return crops, convert_points(moved, "ibug68", "kaggle15")
 
 
-def _read_w300(folder: Path, subsets: tuple[str, ...]) -> tuple[torch.Tensor, np.ndarray, list]:
-    """All faces of ``subsets`` as grayscale ``[N, 1, H, W]`` (they must share one size)."""
+def _read_w300(folder: Path, subsets: tuple[str, ...],
+               limit: int | None = None) -> tuple[torch.Tensor, np.ndarray, list]:
+    """The faces of ``subsets`` (the first ``limit`` of each, or all) as grayscale
+    ``[N, 1, H, W]`` (they must share one size)."""
     from .data.formats.w300 import W300
 
     images, points, ids = [], [], []
     for sub in subsets:
         ds = W300(folder, split=sub, image_mode="L", missing_ok=False)
-        for i in range(len(ds)):
+        for i in range(len(ds) if limit is None else min(limit, len(ds))):
             s = ds[i]
             images.append(s["image"])
             points.append(s["landmarks"].numpy().astype(np.float64))
@@ -180,13 +182,14 @@ def _read_w300(folder: Path, subsets: tuple[str, ...]) -> tuple[torch.Tensor, np
 
 def build_from_w300(w300_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                     size: int = 96, crop_scale: float = 1.15, jitter: float = 0.05,
-                    seed: int = 0) -> Path:
+                    seed: int = 0, limit: int | None = None) -> Path:
     """Write a Kaggle-format copy of 300-W (see the module docstring) and return its folder.
 
     Files: ``training.csv`` (AFW + HELEN train), ``heldout.csv`` (HELEN test, labelled, same
     format), ``test.csv`` + ``IdLookupTable.csv`` (HELEN test without labels, asking for all 30
     values of each face) and ``build.json`` (the settings). Nothing is rebuilt when
-    ``build.json`` already matches the settings.
+    ``build.json`` already matches the settings. ``limit`` keeps only the first faces of
+    each sub-folder (smoke runs).
     """
     from .data.formats import kaggle as kfmt
     from .reports import atomic_write_json
@@ -194,7 +197,7 @@ def build_from_w300(w300_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     w300_dir = Path(w300_dir)
     settings = {"source": str(w300_dir.resolve()), "size": size, "crop_scale": crop_scale,
                 "jitter": jitter, "seed": seed, "train": W300_TRAIN, "test": W300_TEST,
-                "version": 1}
+                "limit": limit, "version": 1}
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as build.json stores them
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     out = Path(out_dir) if out_dir is not None else cache_root() / "kaggle_from_300w" / key
@@ -204,7 +207,7 @@ def build_from_w300(w300_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     out.mkdir(parents=True, exist_ok=True)
     counts = {}
     for name, subsets, offset in (("training", W300_TRAIN, 0), ("heldout", W300_TEST, 1)):
-        images, pts68, ids = _read_w300(w300_dir, subsets)
+        images, pts68, ids = _read_w300(w300_dir, subsets, limit)
         crops, pts15 = crop_faces(images, pts68, size, crop_scale, jitter, seed + offset)
         kfmt.write_kaggle_csv(out / f"{name}.csv", crops[:, 0].numpy(), pts15)
         counts[name] = len(ids)
@@ -282,8 +285,10 @@ def load_keypoint_data(dataset: str = "auto", root: str | os.PathLike | None = N
         test_csv = folder / "test.csv" if (folder / "test.csv").is_file() else None
         lookup = folder / "IdLookupTable.csv" if (folder / "IdLookupTable.csv").is_file() else None
     elif source == "300w":
+        # smoke-sized runs build from the first faces only (the cache keys on the limit)
+        limit = None if max_train is None else max_train + 2 * (max_eval or max_train)
         folder = build_from_w300(find_w300_dir(base), crop_scale=crop_scale, jitter=jitter,
-                                 seed=0)
+                                 seed=0, limit=limit)
         pool, test = _read_training(folder / "training.csv"), _read_training(folder / "heldout.csv")
         val, train = _shuffle_split(pool, (val_fraction,), seed)
         desc = (f"Kaggle-format set built from real 300-W faces (NOT Kaggle's data): "
