@@ -9,12 +9,19 @@ nose the bridge and base lines with nostrils. So every landmark sits exactly on 
 (the learnability the notebooks rely on).
 
 Appearance: skin tones, hair styles, ears, neck and clothes, background colour with clutter shapes,
-a directional light gradient, optional Gaussian blur and noise, random occluders and face masks.
+a directional light gradient, optional blur (downsample/upsample) and Gaussian noise, random
+occluders and face masks. Shapes are filled with Pillow on a canvas supersampled 2-8x (>= 256 px)
+and box-reduced, so edges are anti-aliased and sub-pixel positions show in the pixels.
+
+Limits (by design, to stay fast): hidden parts are not z-buffered but skipped by their normals
+(a far eye, brow or nostril is not drawn once it turns away), and the head is a stylised
+polygon model, not a photo-realistic render.
 
 Conventions (as everywhere in lmklib): points are ``(x, y)`` pixels, 0-based, pixel centres at
 integers; "left" is the image left (iBUG sides). Visibility: a point is not visible when its
 template normal turns away from the camera (self-occlusion under yaw/pitch) or when an occluder or
-mask covers it. ``boxes`` are the tight box of the 68 points (visible or not).
+mask covers it; a derived point (a mid-lid, an eye centre) is visible when all the points it is
+made from are. ``boxes`` are the tight box of the 68 points (visible or not).
 
 Determinism: sample ``i`` of ``generate(n, seed=s)`` depends only on ``(s, i)`` and the options
 (per-sample generators seeded by ``SeedSequence(s, spawn_key=(i,))``), never on ``n``; geometry is
