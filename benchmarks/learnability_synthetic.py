@@ -21,7 +21,8 @@ from lmklib.data.synthetic import generate
 from lmklib.metrics import nme, per_landmark_error
 
 
-def mean_shape_baseline(train_pts: np.ndarray, train_boxes: np.ndarray, test_boxes: np.ndarray) -> np.ndarray:
+def mean_shape_baseline(train_pts: np.ndarray, train_boxes: np.ndarray,
+                        test_boxes: np.ndarray) -> np.ndarray:
     """Mean of the box-normalised training shapes, mapped into each test box ``[N, K, 2]``."""
     lo, wh = train_boxes[:, None, :2], train_boxes[:, None, 2:] - train_boxes[:, None, :2]
     mean = ((train_pts - lo) / wh).mean(0)
@@ -33,7 +34,8 @@ def small_cnn(k: int, c: int = 3) -> nn.Module:
     """Four stride-2 3x3 conv-BN-ReLU layers (64 -> 4 pixels) and a linear head: ~0.4 M params."""
     layers, i = [], c
     for o in (16, 32, 64, 128):
-        layers += [nn.Conv2d(i, o, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+        layers += [nn.Conv2d(i, o, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(o),
+                   nn.ReLU(inplace=True)]
         i = o
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(128 * 16, 2 * k))
 
@@ -89,7 +91,8 @@ def main() -> None:
         pred = torch.cat([model(xt[i:i + 250]) for i in range(0, len(xt), 250)])
     pred = ((pred + 1) * (s / 2)).reshape(len(xt), k, 2).numpy()
     nme_cnn = nme(pred, te["landmarks"], norm="bbox", boxes=te["boxes"])
-    print(f"trained {step} steps (~{epochs} epochs) in {time.perf_counter() - t0:.0f} s, one thread")
+    print(f"trained {step} steps (~{epochs} epochs) in {time.perf_counter() - t0:.0f} s, "
+          "one thread")
     print(f"NME (face box) mean-shape baseline: {100 * nme_base:.2f}%")
     print(f"NME (face box) small CNN:           {100 * nme_cnn:.2f}%")
     print(f"ratio baseline / CNN: {nme_base / nme_cnn:.2f} (bar: >= 3)")

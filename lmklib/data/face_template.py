@@ -67,9 +67,10 @@ def _landmarks68() -> np.ndarray:
 # ---------------------------------------------------------------- drawing-only points
 
 def _forehead(n: int = 15) -> np.ndarray:
-    """Arc from above jaw point 0 over the top of the forehead to above jaw point 16 (left->right)."""
+    """Arc from above jaw point 0 over the forehead to above jaw point 16 (left -> right)."""
     b = np.linspace(0.0, np.pi, n + 2)[1:-1]
-    return np.stack([-0.98 * np.cos(b), -0.12 - 1.05 * np.sin(b), 0.10 * np.sin(b) - 0.58 * np.cos(b) ** 2], 1)
+    return np.stack([-0.98 * np.cos(b), -0.12 - 1.05 * np.sin(b),
+                     0.10 * np.sin(b) - 0.58 * np.cos(b) ** 2], 1)
 
 
 def _ring(points: np.ndarray, scale: float, dz: float) -> np.ndarray:
@@ -95,7 +96,8 @@ def _cap(n: int = 24) -> np.ndarray:
 
 def _long_hair() -> np.ndarray:
     """Hair hanging beside the face down to the shoulders (behind the face and neck)."""
-    return np.array([[-1.18, -0.2, -0.7], [-1.25, 0.8, -0.8], [-1.15, 1.75, -0.8], [-0.6, 1.8, -1.1],
+    return np.array([[-1.18, -0.2, -0.7], [-1.25, 0.8, -0.8], [-1.15, 1.75, -0.8],
+                     [-0.6, 1.8, -1.1],
                      [0.6, 1.8, -1.1], [1.15, 1.75, -0.8], [1.25, 0.8, -0.8], [1.18, -0.2, -0.7]])
 
 
@@ -108,7 +110,8 @@ def _neck() -> np.ndarray:
 def _hairline() -> np.ndarray:
     """Lower edge of a fringe, left->right, to be joined with the forehead arc above it."""
     b = np.linspace(0.05, np.pi - 0.05, 9)
-    return np.stack([-0.92 * np.cos(b), -0.40 - 0.50 * np.sin(b) ** 0.6, 0.16 * np.sin(b) - 0.50 * np.cos(b) ** 2], 1)
+    return np.stack([-0.92 * np.cos(b), -0.40 - 0.50 * np.sin(b) ** 0.6,
+                     0.16 * np.sin(b) - 0.50 * np.cos(b) ** 2], 1)
 
 
 def _brow_lower(lm: np.ndarray) -> np.ndarray:
@@ -203,7 +206,8 @@ def _bases() -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
     ident = {
         "face_width": _region_scale(t, allp, 0, [0.10, 0, 0]),
         "face_length": _region_scale(t, lower, [0, 0.3, 0], [0, 0.16, 0]),
-        "jaw_narrow": np.where(t[:, 1:2] > 0.2, -0.16 * t[:, 0:1] * np.clip((t[:, 1:2] - 0.2), 0, 1.1), 0)
+        "jaw_narrow": np.where(t[:, 1:2] > 0.2,
+                               -0.16 * t[:, 0:1] * np.clip(t[:, 1:2] - 0.2, 0, 1.1), 0)
         * [1, 0, 0],
         "forehead": _region_scale(t, np.where(t[:, 1] < -0.6)[0], [0, -0.6, 0], [0, 0.25, 0]),
         "eye_spacing": _sided(t, np.r_[eyes, brows], dx=0.05),
@@ -280,7 +284,8 @@ def shapes(identity: np.ndarray, expression: np.ndarray) -> np.ndarray:
             + np.einsum("ne,epd->npd", expression, EXPRESSION_BASIS))
 
 
-def project(points: np.ndarray, pose_deg: np.ndarray, distance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def project(points: np.ndarray, pose_deg: np.ndarray,
+            distance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rotate model points ``[N, P, 3]`` and project them with a pinhole camera at ``distance``
     ``[N]`` model units in front of the head centre (``z`` towards the camera).
 
@@ -309,7 +314,7 @@ def mirror_perm() -> np.ndarray:
     return d.argmin(1)
 
 
-# ---------------------------------------------------------------- landmark schemes from the model points
+# ---------------------------------------------------------------- schemes from the model points
 
 def _native(name: str) -> np.ndarray | None:
     """``[K, NUM_ANNOTATED]`` weights for the schemes the model defines directly."""
@@ -327,11 +332,14 @@ def _native(name: str) -> np.ndarray | None:
         rows = (contour + [{i: 1.0} for i in range(17, 22)] + [{i: 1.0} for i in range(68, 72)]
                 + [{i: 1.0} for i in range(22, 27)] + [{i: 1.0} for i in range(72, 76)]
                 + [{i: 1.0} for i in range(27, 36)]
-                + [{36: 1.0}, {37: 1.0}, mid(37, 38), {38: 1.0}, {39: 1.0}, {40: 1.0}, mid(40, 41), {41: 1.0}]
-                + [{42: 1.0}, {43: 1.0}, mid(43, 44), {44: 1.0}, {45: 1.0}, {46: 1.0}, mid(46, 47), {47: 1.0}]
+                + [{36: 1.0}, {37: 1.0}, mid(37, 38), {38: 1.0}, {39: 1.0}, {40: 1.0}, mid(40, 41),
+                   {41: 1.0}]
+                + [{42: 1.0}, {43: 1.0}, mid(43, 44), {44: 1.0}, {45: 1.0}, {46: 1.0}, mid(46, 47),
+                   {47: 1.0}]
                 + [{i: 1.0} for i in range(48, 68)] + [eye_l, eye_r])
     elif name == "cofw29":
-        rows = [{17: 1.0}, {26: 1.0}, {21: 1.0}, {22: 1.0}, {19: 1.0}, mid(69, 70), {24: 1.0}, mid(73, 74),
+        rows = [{17: 1.0}, {26: 1.0}, {21: 1.0}, {22: 1.0}, {19: 1.0}, mid(69, 70), {24: 1.0},
+                mid(73, 74),
                 {36: 1.0}, {45: 1.0}, {39: 1.0}, {42: 1.0}, mid(37, 38), mid(40, 41), mid(43, 44),
                 mid(46, 47), eye_l, eye_r, {31: 1.0}, {35: 1.0}, {30: 1.0}, {33: 1.0}, {48: 1.0},
                 {54: 1.0}, {51: 1.0}, {62: 1.0}, {66: 1.0}, {57: 1.0}, {8: 1.0}]

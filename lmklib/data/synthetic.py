@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 from lmklib.data import face_template as ft
 from lmklib.data.face_template import SUPPORTED_SCHEMES, scheme_matrix
@@ -54,7 +54,8 @@ _HAIR = np.array([[22, 17, 14], [58, 38, 24], [105, 72, 42], [185, 150, 95], [15
                   [165, 160, 155]], dtype=np.float64)
 _IRIS = np.array([[70, 45, 25], [38, 28, 20], [60, 95, 130], [70, 100, 60], [105, 82, 50]],
                  dtype=np.float64)
-_MASK_COLOURS = np.array([[225, 235, 240], [120, 170, 215], [35, 35, 40], [240, 240, 240]], dtype=np.float64)
+_MASK_COLOURS = np.array([[225, 235, 240], [120, 170, 215], [35, 35, 40], [240, 240, 240]],
+                         dtype=np.float64)
 _MASK_COVERS = np.r_[2:15, 29:36, 48:68]  # iBUG points a face mask covers
 
 
@@ -192,7 +193,8 @@ def _colours(app: dict, occ: dict | None) -> list[tuple]:
     mask = _MASK_COLOURS[int(app["noise_offset"] % len(_MASK_COLOURS))]
     table = np.stack([app["background"], hair * 0.85, app["shirt"], skin * 0.72, skin * 0.85, hair,
                       skin * 0.9, skin * 0.96, skin, app["brow"], app["sclera"], app["iris"],
-                      app["iris"] * 0.25, skin * 0.2, skin * 0.45, skin * 0.86, skin * 0.8, skin * 0.5,
+                      app["iris"] * 0.25, skin * 0.2, skin * 0.45, skin * 0.86, skin * 0.8,
+                      skin * 0.5,
                       skin * 0.3, app["lips"], app["mouth"], mask, mask * 0.8,
                       occ["colour"] if occ is not None else skin])
     return [tuple(c) for c in np.clip(table, 0, 255).astype(int).tolist()]
@@ -201,14 +203,16 @@ def _colours(app: dict, occ: dict | None) -> list[tuple]:
 # ---------------------------------------------------------------- one face
 
 
-def _render(xy: np.ndarray, vis: np.ndarray, facing: np.ndarray, ppu: float, app: dict, clutter: list,
-            occ: dict | None, mask: bool, size: int) -> tuple[Image.Image, np.ndarray]:
+def _render(xy: np.ndarray, vis: np.ndarray, facing: np.ndarray, ppu: float, app: dict,
+            clutter: list, occ: dict | None, mask: bool,
+            size: int) -> tuple[Image.Image, np.ndarray]:
     """Draw one face. ``xy`` [P, 2] model points in output pixels; ``vis`` [NA] self-visibility.
 
     Returns ``(RGB image, covered [NA] bool)`` (points hidden by an occluder or a mask).
     """
     (bg, long_hair, shirt, neck_c, ear_c, hair, face0, face1, face2, brow, sclera, iris, pupil, lid,
-     lower_lid, bridge, under, base_c, nostril, lips, mouth, mask_c, strap, occ_c) = _colours(app, occ)
+     lower_lid, bridge, under, base_c, nostril, lips, mouth, mask_c, strap, occ_c) = \
+        _colours(app, occ)
     ss = max(2, min(8, math.ceil(256 / size)))
     cv = _Canvas(size, ss, bg)
     S, X, u = ft.SLICES, cv.to_canvas(xy), ppu * ss  # X: canvas points; u: one model unit
@@ -361,7 +365,8 @@ def _face(i: int, seed: int, size: int, opts: dict) -> dict:
 
 
 def _draw(geo: dict, app: dict, clutter: list, occ: dict | None, mask: bool, size: int,
-          grayscale: bool, scale_range: tuple[float, float] = (0.5, 0.75), max_shift: float = 0.08) -> dict:
+          grayscale: bool, scale_range: tuple[float, float] = (0.5, 0.75),
+          max_shift: float = 0.08) -> dict:
     R = ft.rotation_matrices(geo["pose"][None])[0]
     pts = _TEMPLATE_FLAT + geo["identity"] @ _IDENTITY_FLAT + geo["expression"] @ _EXPRESSION_FLAT
     rot = pts.reshape(-1, 3) @ R.T
@@ -385,7 +390,8 @@ def generate(n: int, size: int = 64, seed: int = 0, scheme: str | Scheme = "ibug
              max_roll: float = 20.0, occlusion: float = 0.0, mask_prob: float = 0.0,
              clutter: bool = True, blur: bool = True, noise: bool = True,
              expression: float = 1.0, identity: float = 1.0,
-             scale_range: tuple[float, float] = (0.5, 0.75), max_shift: float = 0.08) -> dict[str, np.ndarray]:
+             scale_range: tuple[float, float] = (0.5, 0.75),
+             max_shift: float = 0.08) -> dict[str, np.ndarray]:
     """Generate ``n`` synthetic faces with exact landmarks.
 
     Args:
@@ -440,13 +446,14 @@ def generate(n: int, size: int = 64, seed: int = 0, scheme: str | Scheme = "ibug
 
 class SyntheticFaces(LandmarkDataset):
     """A :class:`~lmklib.data.sample.LandmarkDataset` of :func:`generate` faces, made once in
-    ``__init__`` and kept in memory (``self.data`` holds the arrays); samples follow the lmklib contract, with
-    ``meta["pose"] = (yaw, pitch, roll)`` degrees and ``meta["seed"]``.
+    ``__init__`` and kept in memory (``self.data`` holds the arrays); samples follow the lmklib
+    contract, with ``meta["pose"] = (yaw, pitch, roll)`` degrees and ``meta["seed"]``.
 
     Args:
         n: number of faces; size: image side; scheme: landmark scheme; seed: faces depend only on
         ``(seed, index)``, so disjoint splits come from different seeds; transform: ``sample ->
-        sample``; ``**generate_kwargs``: any other :func:`generate` option (grayscale, max_yaw, ...).
+        sample``; ``**generate_kwargs``: any other :func:`generate` option (grayscale, max_yaw,
+        ...).
     """
 
     def __init__(self, n: int, size: int = 64, scheme: str | Scheme = "ibug68", seed: int = 0,
@@ -466,4 +473,5 @@ class SyntheticFaces(LandmarkDataset):
 
     def extra_repr(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
-        return f"Image size: {self.size}, seed: {self.seed}" + (f"\nOptions: {opts}" if opts else "")
+        head = f"Image size: {self.size}, seed: {self.seed}"
+        return head + (f"\nOptions: {opts}" if opts else "")

@@ -6,7 +6,8 @@ import torch
 
 from lmklib.data import face_template as ft
 from lmklib.data.schemes import IBUG68, flip_points, get_scheme, ibug68_to_cuhk5
-from lmklib.data.synthetic import SUPPORTED_SCHEMES, SyntheticFaces, _appearance, _draw, _geometry, generate
+from lmklib.data.synthetic import (SUPPORTED_SCHEMES, SyntheticFaces, _appearance, _draw, _geometry,
+                                   generate)
 
 
 def test_deterministic_and_independent_of_n():
@@ -124,7 +125,8 @@ def test_mirror_render_matches_negated_yaw_and_roll():
     mirrored = dict(geo, pose=geo["pose"] * [-1, 1, -1], shift=geo["shift"] * [-1, 1])
     a = _draw(geo, app, [], None, False, size, True)
     b = _draw(mirrored, app, [], None, False, size, True)
-    np.testing.assert_allclose(flip_points(a["points"][:68], size, IBUG68), b["points"][:68], atol=1e-6)
+    np.testing.assert_allclose(flip_points(a["points"][:68], size, IBUG68), b["points"][:68],
+                               atol=1e-6)
     np.testing.assert_array_equal(a["visible"][:68][list(IBUG68.flip_perm)], b["visible"][:68])
     diff = np.abs(a["image"][:, ::-1].astype(float) - b["image"].astype(float))
     assert diff.mean() < 2.0 and (diff > 40).mean() < 0.01
@@ -148,3 +150,15 @@ def test_placement_options():
     np.testing.assert_allclose(centre, 31.5, atol=1e-3)
     h = d["boxes"][:, 3] - d["boxes"][:, 1]
     np.testing.assert_allclose(h, 0.6 * 64, rtol=0.05)  # perspective changes it a little
+
+
+def test_template_is_mirror_symmetric_in_ibug_order():
+    perm = ft.mirror_perm()
+    np.testing.assert_allclose(ft.TEMPLATE[perm] * [-1, 1, 1], ft.TEMPLATE, atol=1e-12)
+    assert tuple(perm[:68]) == IBUG68.flip_perm
+    # WFLW lower brows and the ear lobes swap sides too
+    assert perm[68] == 75 and perm[76] == 77
+    xy, _ = ft.project(ft.shapes(np.zeros((1, len(ft.IDENTITY_NAMES))),
+                                 np.zeros((1, len(ft.EXPRESSION_NAMES)))),
+                       np.zeros((1, 3)), np.array([1e9]))
+    np.testing.assert_allclose(xy[0], ft.TEMPLATE[:, :2], atol=1e-6)
