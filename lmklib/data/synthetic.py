@@ -48,7 +48,7 @@ __all__ = ["generate", "SyntheticFaces", "scheme_matrix", "SUPPORTED_SCHEMES"]
 
 # ---------------------------------------------------------------- random parameters
 
-_SKIN = np.array([[250, 221, 196], [238, 196, 163], [224, 172, 133], [200, 140, 100],
+_SKIN = np.array([[240, 212, 188], [238, 196, 163], [224, 172, 133], [200, 140, 100],
                   [165, 110, 75], [125, 80, 55], [92, 60, 42]], dtype=np.float64)
 _HAIR = np.array([[22, 17, 14], [58, 38, 24], [105, 72, 42], [185, 150, 95], [150, 62, 32],
                   [165, 160, 155]], dtype=np.float64)
@@ -97,7 +97,7 @@ def _appearance(rng: np.random.Generator, size: int, blur: bool, noise: bool) ->
         "iris": _IRIS[rng.integers(len(_IRIS))] * (0.7 + 0.6 * u[6]),
         "background": 255 * rng.random(3),
         "shirt": 255 * rng.random(3),
-        "light": (2 * np.pi * u[7], 0.35 * u[8], 0.8 + 0.35 * u[9]),  # angle, strength, gain
+        "light": (2 * np.pi * u[7], 0.3 * u[8], 0.8 + 0.25 * u[9]),  # angle, strength, gain
         "blur": 1.15 + 0.65 * u[10] if blur and u[11] < 0.4 else 0.0,  # downsampling factor
         "noise": 7.0 * u[12] if noise else 0.0,
         "noise_offset": int(rng.integers(1 << 20)),
