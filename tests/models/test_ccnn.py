@@ -1,0 +1,224 @@
+"""CCNN (Duan et al. 2021): exact parameter counts, window geometry, shake, batched == per-net."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lmklib.ccnn_train import (AUGMENTATIONS, FaceCache, PROFILES, augment_batch, get_profile,
+                               stage_batch, stage_errors, stage_loss, train_ccnn)
+from lmklib.models.ccnn import (CCNN, CCNNConfig, LocalNet, PAPER_PARAMETERS, Stage1Net,
+                                apply_affine, augmentation_affine, average_points, canonical_frame,
+                                ccnn, from_window, image_frames, invert_affine, sample_windows,
+                                shake, to_window)
+from lmklib.profile import count_parameters, parameter_table
+
+
+# --------------------------------------------------------------------------- parameter counts
+def test_total_weights_match_the_paper():
+    model = ccnn()
+    assert count_parameters(model, biases=False) == PAPER_PARAMETERS == 643_920
+    # 4 bytes each: 2,575,680 B = 2.456 MiB, the paper's "2.46 MB"
+    assert round(count_parameters(model, biases=False) * 4 / 2**20, 2) == 2.46
+
+
+def test_table2_layer_counts():
+    table = parameter_table(Stage1Net(10), biases=False).set_index("layer")["params"]
+    assert table.to_dict() == {"conv1": 960, "conv2": 7200, "conv3": 21600, "fc1": 64800,
+                               "fc2": 1200}
+    assert parameter_table(Stage1Net(6), biases=False).set_index("layer")["params"]["fc2"] == 720
+
+
+def test_stage_counts():
+    model = ccnn()
+    assert count_parameters(model.stage1, biases=False) == 95_760 + 2 * 95_280
+    assert count_parameters(LocalNet(), biases=False) == 960 + 7200 + 160 * 60 + 60 * 2
+    assert count_parameters(model.stage2, biases=False) == 10 * 17_880
+    assert len(model.stage1) + len(model.stage2) + len(model.stage3) == 23
+
+
+# --------------------------------------------------------------------------- geometry
+def test_point_maps_to_window_centre_and_back():
+    centres = torch.tensor([[0.3, 0.7], [0.5, 0.5]])
+    sizes = torch.tensor([[0.16, 0.16], [1.0, 0.8]])
+    assert torch.allclose(to_window(centres, centres, sizes), torch.full((2, 2), 0.5))
+    p = torch.rand(2, 2)
+    assert torch.allclose(from_window(to_window(p, centres, sizes), centres, sizes), p)
+    # window corners are 0 and 1
+    assert torch.allclose(to_window(centres - sizes / 2, centres, sizes), torch.zeros(2, 2))
+
+
+def _dot_image(x: int, y: int, size: int = 64) -> torch.Tensor:
+    img = torch.zeros(1, 3, size, size)
+    img[0, :, y, x] = 255.0
+    return img
+
+
+@pytest.mark.parametrize("out_size", [15, 39])
+def test_window_centred_on_a_point_has_it_in_its_centre_pixel(out_size):
+    # A raw image with face box (10, 10)-(50, 50): the dot at pixel (30, 22) is box (0.5, 0.3).
+    img = _dot_image(30, 22)
+    frames = image_frames(torch.tensor([[10.0, 10.0, 50.0, 50.0]]))
+    centre = torch.tensor([[[0.5, 0.3]]])
+    size = torch.full((1, 1, 2), out_size / 40)          # one source pixel per output pixel
+    crop = sample_windows(img, frames, centre, size, out_size)[0, 0, 0]
+    iy, ix = divmod(int(crop.argmax()), out_size)
+    assert (ix, iy) == (out_size // 2, out_size // 2)
+    assert crop.max() == pytest.approx(255.0)
+
+
+def test_canonical_frame_round_trip():
+    fr = canonical_frame(80, 0.25)
+    # box unit -0.25 is the left edge of pixel 0 (x = -0.5), 1.25 the right edge of pixel 79
+    assert float(fr[0] + (-0.25) * fr[2]) == pytest.approx(-0.5)
+    assert float(fr[0] + 1.25 * fr[2]) == pytest.approx(79.5)
+
+
+def test_augmented_window_follows_the_augmented_point():
+    img = _dot_image(20, 18)                              # box (0,0)-(40,40): (0.5, 0.45)
+    frames = image_frames(torch.tensor([[0.0, 0.0, 40.0, 40.0]]))
+    for angle, flip in AUGMENTATIONS:
+        aff = augmentation_affine(torch.tensor([angle]), torch.tensor([float(flip)]))
+        q = apply_affine(torch.tensor([[[0.5, 0.45]]]), aff)
+        crop = sample_windows(img, frames, q, torch.full((1, 1, 2), 15 / 40), 15, aff)[0, 0, 0]
+        iy, ix = divmod(int(crop.argmax()), 15)
+        assert (ix, iy) == (7, 7), (angle, flip)
+
+
+def test_augmentation_is_a_rigid_motion_and_flip_is_an_involution():
+    aff = augmentation_affine(torch.tensor([-15.0, 12.0, 0.0]), torch.tensor([0.0, 1.0, 1.0]))
+    p = torch.rand(3, 5, 2)
+    q = apply_affine(p, aff)
+    d = lambda a: torch.cdist(a, a)  # noqa: E731
+    assert torch.allclose(d(p), d(q), atol=1e-5)
+    flip = augmentation_affine(torch.tensor([0.0]), torch.tensor([1.0]))
+    assert torch.allclose(apply_affine(apply_affine(p[:1], flip), flip), p[:1], atol=1e-6)
+    assert torch.allclose(apply_affine(q, invert_affine(aff)), p, atol=1e-5)
+
+
+def test_flip_swaps_left_and_right_points():
+    pts = torch.tensor([[[0.3, 0.3], [0.7, 0.3], [0.5, 0.5], [0.35, 0.75], [0.65, 0.75]]])
+    cache = FaceCache(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), pts,
+                      torch.tensor([[0.0, 0.0, 10.0, 10.0]]), torch.tensor([[10, 10]]), 0.25)
+    _, gt = augment_batch(cache, torch.tensor([0]), torch.tensor([3]))   # (0 deg, flip)
+    # the mirrored right eye (0.7 -> 0.3) is the new left eye: a symmetric face is unchanged
+    assert torch.allclose(gt, pts, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- shake
+def test_shake_statistics():
+    gen = torch.Generator().manual_seed(0)
+    c = torch.zeros(50_000, 10, 2)
+    moved = shake(c, CCNNConfig().shake_std, gen)
+    assert abs(float(moved.mean())) < 2e-4
+    assert float(moved.var()) == pytest.approx(1e-4, rel=0.02)       # shake ~ N(0, 1e-4)
+    # x and y shake independently
+    corr = np.corrcoef(moved[..., 0].flatten(), moved[..., 1].flatten())[0, 1]
+    assert abs(corr) < 0.02
+    assert torch.equal(shake(c[:3], 0.0), c[:3])
+
+
+# --------------------------------------------------------------------------- batched inference
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_batched_equals_per_net(stage):
+    torch.manual_seed(0)
+    group = ccnn().stage(stage).eval()
+    side = 39 if stage == 1 else 15
+    x = torch.randn(5, len(group), 3, side, side)
+    with torch.no_grad():
+        assert torch.allclose(group(x), group.forward_each(x), atol=1e-5)
+
+
+def test_batched_gradients_equal_per_net():
+    # float64: in float32 a different summation order can flip a max-pool near-tie
+    torch.manual_seed(0)
+    group = ccnn(dropout=0.0).stage2.double()
+    x = torch.randn(4, 10, 3, 15, 15, dtype=torch.float64)
+    group(x).square().sum().backward()
+    g1 = [p.grad.clone() for p in group.parameters()]
+    group.zero_grad()
+    group.forward_each(x).square().sum().backward()
+    assert all(torch.allclose(a, p.grad, atol=1e-10) for a, p in zip(g1, group.parameters()))
+
+
+def test_full_cascade_shapes_and_determinism():
+    model = ccnn().eval()
+    img = torch.randint(0, 255, (2, 3, 120, 100), dtype=torch.uint8)
+    frames = image_frames(torch.tensor([[20.0, 20.0, 80.0, 80.0], [10.0, 30.0, 70.0, 90.0]]))
+    with torch.no_grad():
+        p = model(img, frames)
+        q = model(img, frames)
+    assert [t.shape for t in p] == [torch.Size([2, 5, 2])] * 3
+    assert all(torch.equal(a, b) for a, b in zip(p, q))
+
+
+# --------------------------------------------------------------------------- Eq. 4 and Eq. 6
+def test_average_points_eq4():
+    preds = torch.zeros(1, 3, 10)
+    preds[0, 0] = torch.arange(10.0)                   # F1: all 5 points
+    preds[0, 1, :6] = 100.0                            # EN1: LE, RE, N
+    preds[0, 2, :6] = 1000.0                           # NM1: N, LM, RM
+    out = average_points(preds, [(0, 1, 2, 3, 4), (0, 1, 2), (2, 3, 4)])
+    assert out[0, 0].tolist() == [50.0, 50.5]                        # (F1 + EN1) / 2
+    assert out[0, 2].tolist() == pytest.approx([(4 + 100 + 1000) / 3, (5 + 100 + 1000) / 3])
+    assert out[0, 4].tolist() == [504.0, 504.5]                      # (F1 + NM1) / 2
+
+
+def test_stage_loss_is_half_mse_per_net_summed():
+    out = torch.tensor([[[1.0, 1.0, 9.0], [0.0, 2.0, 9.0]]])     # [B=1, G=2, 3]
+    tgt = torch.zeros(1, 2, 3)
+    mask = torch.tensor([[True, True, False], [True, True, False]])
+    # net 0: (1 + 1) / (2 * 2) = 0.5; net 1: (0 + 4) / 4 = 1.0
+    assert float(stage_loss(out, tgt, mask)) == pytest.approx(1.5)
+
+
+# --------------------------------------------------------------------------- training smoke
+def _random_cache(n: int = 24, size: int = 48) -> FaceCache:
+    g = torch.Generator().manual_seed(0)
+    base = torch.tensor([[0.27, 0.26], [0.74, 0.25], [0.5, 0.54], [0.31, 0.77], [0.71, 0.76]])
+    pts = base + 0.02 * torch.randn(n, 5, 2, generator=g)
+    imgs = torch.randint(0, 255, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    boxes = torch.tensor([[10.0, 10.0, 60.0, 60.0]]).expand(n, 4).clone()
+    return FaceCache(imgs, pts, boxes, torch.tensor([[80, 80]]).expand(n, 2).clone(), 0.25)
+
+
+def test_stage_targets_are_window_relative():
+    cache = _random_cache(4)
+    model = ccnn()
+    faces, augs = torch.arange(4), torch.zeros(4, dtype=torch.long)
+    crops, targets, mask = stage_batch(model, 2, cache, faces, augs, cache.points, 0.0)
+    assert crops.shape == (4, 10, 3, 15, 15)
+    assert torch.allclose(targets, torch.full((4, 10, 2), 0.5), atol=1e-6)  # windows on the gt
+    crops, targets, mask = stage_batch(model, 1, cache, faces, augs, None, 0.0)
+    assert crops.shape == (4, 3, 3, 39, 39) and mask.sum().item() == 22
+
+
+def test_train_ccnn_runs_and_profiles_are_complete():
+    cache = _random_cache()
+    prof = get_profile("smoke") | {"iters": {1: 2, 2: 2, 3: 2}, "batch": 4}
+    model, hist = train_ccnn(cache, prof, log=lambda *_: None)
+    assert list(hist["stage"]) == [1, 2, 3]
+    errs = stage_errors(model, cache)
+    assert errs["per_point"].shape == (3, 5) and np.isfinite(errs["mean"]).all()
+    for name in ("smoke", "quick", "paper"):
+        assert set(PROFILES[name]) == set(PROFILES["smoke"])
+    with pytest.raises(ValueError, match="valid"):
+        get_profile("huge")
+
+
+def test_windows_minus_decodes_absolute_coordinates():
+    model = CCNN(CCNNConfig(relative=False))
+    absolute = torch.tensor([[0.2, 0.1, 0.5, 0.5]])           # box in image-normalised units
+    p = torch.tensor([[0.3, 0.4]])                            # box units
+    t = absolute[:, :2] + p * absolute[:, 2:]
+    out = torch.cat([t.repeat(1, 5), F_pad(t.repeat(1, 3)), F_pad(t.repeat(1, 3))])[None]
+    c, s = CCNNConfig().stage1_windows()
+    dec = model.decode_stage1(out, c[None], s[None], absolute)
+    assert torch.allclose(dec, p.expand(1, 5, 2), atol=1e-6)
+
+
+def F_pad(t: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.pad(t, (0, 10 - t.shape[-1]))
