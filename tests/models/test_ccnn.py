@@ -196,6 +196,7 @@ def test_stage_targets_are_window_relative():
     assert crops.shape == (4, 3, 3, 39, 39) and mask.sum().item() == 22
 
 
+@pytest.mark.slow
 def test_train_ccnn_runs_and_profiles_are_complete():
     cache = _random_cache()
     prof = get_profile("smoke") | {"iters": {1: 2, 2: 2, 3: 2}, "batch": 4}
