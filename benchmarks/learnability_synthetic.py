@@ -6,6 +6,9 @@ baseline: the training mean shape, normalised to the face box, placed in each te
 ground-truth box. The bar: the CNN must be at least 3x better.
 
     python benchmarks/learnability_synthetic.py [--seconds 120] [--max-yaw 60]
+
+Measured on the shared 2-core box (load average ~7, ~1,200 steps of 64 in the 120 s): mean-shape
+baseline 19.1 %, CNN 4.9 % (3.85x) at the defaults; 13.6 % vs 3.4 % (4.0x) with --max-yaw 30.
 """
 
 from __future__ import annotations
