@@ -204,7 +204,7 @@ class PatchRefiner(nn.Module):
     (:class:`GroupLinear`); the predicted offset is in units of half a patch.
     """
 
-    def __init__(self, patch: int = 24, channels: tuple[int, int] = (16, 32), hidden: int = 64,
+    def __init__(self, patch: int = 24, channels: tuple[int, int] = (8, 16), hidden: int = 64,
                  activation: str = "relu", num_points: int = NUM_POINTS):
         super().__init__()
         k, (c1, c2) = num_points, channels
@@ -298,8 +298,8 @@ def cnn_tiny(**kw) -> KeypointCNN:
 
 
 def refiner(**kw) -> PatchRefiner:
-    """Cascade stage 2: 24x24 windows, 16/32 grouped conv channels per point, FC 64."""
-    return PatchRefiner(patch=24, channels=(16, 32), hidden=64, **kw)
+    """Cascade stage 2: 24x24 windows, 8/16 grouped conv channels per point, FC 64."""
+    return PatchRefiner(patch=24, channels=(8, 16), hidden=64, **kw)
 
 
 def refiner_tiny(**kw) -> PatchRefiner:
@@ -324,7 +324,7 @@ PROFILES: dict[str, dict] = {
                   epochs=1, ablation_epochs=1, refiner_epochs=1, init_seeds=2, batch_size=16,
                   lr=3e-4, dropout=0.5, max_train=32, max_eval=16, n_synthetic=64),
     "quick": dict(mlp="mlp", cnn="cnn_small", ablation_cnn="cnn_small", refiner="refiner",
-                  epochs=20, ablation_epochs=20, refiner_epochs=12, init_seeds=3, batch_size=32,
+                  epochs=20, ablation_epochs=10, refiner_epochs=10, init_seeds=3, batch_size=32,
                   lr=3e-4, dropout=0.5, max_train=None, max_eval=None, n_synthetic=1500),
     "paper": dict(mlp="mlp", cnn="cnn", ablation_cnn="cnn", refiner="refiner",
                   epochs=300, ablation_epochs=300, refiner_epochs=150, init_seeds=5,
