@@ -45,29 +45,39 @@ class SimpleCNN(nn.Module):
     """Plain landmark regressor: ``[N, C, S, S]`` images in [0, 1] -> ``[N, K, 2]`` points in
     image-normalised coordinates (-1..1 across the image).
 
+    Four stride-2 3x3 conv-BN-ReLU blocks (S -> S/16) and one linear head. The head's bias can be
+    set to the mean training shape (:meth:`start_from`), so the net learns offsets from it.
+
     Args:
         num_points: K.
         in_channels: 1 or 3.
-        size: input side S (a multiple of 8).
-        width: channels of the first conv block (doubled per block).
+        size: input side S (a multiple of 16).
+        width: channels of the first block (doubled per block).
     """
 
     def __init__(self, num_points: int, in_channels: int = 3, size: int = 64, width: int = 16):
         super().__init__()
-        if size % 8:
-            raise ValueError(f"size must be a multiple of 8, got {size}")
-        c = [in_channels, width, 2 * width, 4 * width]
-        blocks = []
-        for i in range(3):
-            blocks += [nn.Conv2d(c[i], c[i + 1], 3, padding=1), nn.BatchNorm2d(c[i + 1]),
-                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        if size % 16:
+            raise ValueError(f"size must be a multiple of 16, got {size}")
+        blocks, c = [], in_channels
+        for i in range(4):
+            blocks += [nn.Conv2d(c, width * 2**i, 3, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(width * 2**i), nn.ReLU(inplace=True)]
+            c = width * 2**i
         self.features = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c[3] * (size // 8) ** 2, 128),
-                                  nn.ReLU(inplace=True), nn.Linear(128, 2 * num_points))
+        self.head = nn.Linear(c * (size // 16) ** 2, 2 * num_points)
         self.num_points = num_points
 
+    @torch.no_grad()
+    def start_from(self, mean_shape: torch.Tensor, head_scale: float = 0.1) -> "SimpleCNN":
+        """Set the head's bias to ``mean_shape`` ``[K, 2]`` (unit coordinates), shrink its
+        weights: the untrained net predicts the mean shape."""
+        self.head.bias.copy_(mean_shape.reshape(-1))
+        self.head.weight.mul_(head_scale)
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)).view(-1, self.num_points, 2)
+        return self.head(self.features(x - 0.5).flatten(1)).view(-1, self.num_points, 2)
 
 
 def pixels_to_unit(points: torch.Tensor, size: int) -> torch.Tensor:
