@@ -98,18 +98,21 @@ class FaceCrops:
                          self.gt[idx], self.boxes[idx], [self.paths[i] for i in idx], self.note)
 
 
-def _from_cache(cache, name: str, n: int | None, seed: int = 0, note: str = "") -> FaceCrops:
-    a = cache.arrays
-    meta = cache._meta
-    inv_gt = np.stack([np.asarray(cache.dataset.records[i].landmarks) for i in range(len(cache))]) \
-        if hasattr(cache.dataset, "records") else None
-    boxes = cache.dataset.boxes_array() if hasattr(cache.dataset, "boxes_array") else None
-    idx = np.arange(len(a["image"]))
-    if n is not None and n < len(idx):  # a fixed random subset (seed 0: same faces every run)
-        idx = np.sort(np.random.default_rng(seed).choice(len(idx), n, replace=False))
-    return FaceCrops(name, np.array(a["image"][idx]), np.array(a["landmarks"][idx], np.float64),
-                     np.array(a["affine"][idx]), inv_gt[idx], boxes[idx],
-                     [meta[i].get("path", "") for i in idx], note)
+def _keep(dataset, n: int | None):
+    """Keep a fixed random subset of ``n`` records (seed 0: the same faces in every run) before
+    anything is decoded, so a small profile caches only what it uses."""
+    if n is not None and n < len(dataset):
+        keep = np.sort(np.random.default_rng(0).choice(len(dataset), n, replace=False))
+        dataset.records = [dataset.records[i] for i in keep]
+    return dataset
+
+
+def _from_cache(cache, name: str, note: str = "") -> FaceCrops:
+    a, meta = cache.arrays, cache._meta
+    gt = np.stack([np.asarray(r.landmarks) for r in cache.dataset.records])
+    return FaceCrops(name, np.array(a["image"]), np.array(a["landmarks"], np.float64),
+                     np.array(a["affine"]), gt, cache.dataset.boxes_array(),
+                     [m.get("path", "") for m in meta], note)
 
 
 def cuhk_crops(root: str | Path, split: str, n: int | None = None, size: int = 39) -> FaceCrops:
@@ -118,8 +121,9 @@ def cuhk_crops(root: str | Path, split: str, n: int | None = None, size: int = 3
     from .data.formats.cuhk import CUHK5Point
     from .data.transforms import CropToBox
 
-    cache = CachedDataset(CUHK5Point(root, split, image_mode="L"), pre_transform=CropToBox(size))
-    return _from_cache(cache, f"LFW+Webface {split}", n)
+    ds = _keep(CUHK5Point(root, split, image_mode="L"), n)
+    cache = CachedDataset(ds, pre_transform=CropToBox(size))
+    return _from_cache(cache, f"LFW+Webface {split}")
 
 
 def synthetic_crops(n: int, seed: int, size: int = 39) -> FaceCrops:
@@ -171,9 +175,7 @@ def five_point_crops(dataset, name: str, geometry: np.ndarray | None = None,
     from .data.schemes import ibug68_to_cuhk5
     from .data.transforms import CropToBox
 
-    if n is not None and n < len(dataset):
-        keep = np.sort(np.random.default_rng(0).choice(len(dataset), n, replace=False))
-        dataset.records = [dataset.records[i] for i in keep]
+    _keep(dataset, n)
     for r in dataset.records:
         if r.landmarks.shape[0] == 68:
             r.landmarks = ibug68_to_cuhk5(r.landmarks)
@@ -186,7 +188,7 @@ def five_point_crops(dataset, name: str, geometry: np.ndarray | None = None,
                                     for r in dataset.records]).tobytes()).hexdigest()[:12]
     key = f"acn-{type(dataset).__name__}-{len(dataset)}-{size}-{digest}"
     cache = CachedDataset(dataset, key=key, pre_transform=CropToBox(size))
-    return _from_cache(cache, name, None, note=note)
+    return _from_cache(cache, name, note=note)
 
 
 def w300_five_point_crops(root: str | Path, geometry: np.ndarray, n: int | None = None,
@@ -214,6 +216,12 @@ def standardise(images: np.ndarray) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- Table 2 runs
+def _device(cfg: dict) -> str:
+    """``cfg["device"]`` if set, else CUDA when present (the paper profile), else the CPU;
+    trained models always come back on the CPU."""
+    return cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def train_landmark_net(structure: str, mode: str, train: FaceCrops, cfg: dict, seed: int = 0,
                        progress: bool = False):
     """Train one Table 2 network; returns ``(model, history DataFrame)``. History columns:
@@ -237,9 +245,9 @@ def train_landmark_net(structure: str, mode: str, train: FaceCrops, cfg: dict, s
         return ls + la, {"mse": trace[-1], "amp": float(la.detach())}
 
     hist = fit(model, loader, loss_fn, opt, cfg["epochs"], seed=seed, progress=progress,
-               desc=f"{mode} {structure}")
+               desc=f"{mode} {structure}", device=_device(cfg))
     hist.attrs["batch_mse"] = trace   # L_S of every training batch, for Fig. 3
-    return model.eval(), hist
+    return model.cpu().eval(), hist
 
 
 @torch.no_grad()
@@ -308,14 +316,10 @@ def w300_faces(root: str | Path, split: str, size: int, n: int | None = None) ->
     ds = W300(root, split, image_mode="RGB")
     if len(ds) == 0:
         raise FileNotFoundError(f"300-W split {split!r}: none of its folders {ds.missing} under {root}")
-    cache = CachedDataset(ds, pre_transform=Resize(size))
+    cache = CachedDataset(_keep(ds, n), pre_transform=Resize(size))
     a = cache.arrays
-    idx = np.arange(len(ds))
-    if n is not None and n < len(idx):
-        idx = np.sort(np.random.default_rng(0).choice(len(idx), n, replace=False))
-    return HeatmapFaces(f"300-W {split} ({', '.join(ds.present)})", np.array(a["image"][idx]),
-                        np.array(a["landmarks"][idx], np.float64),
-                        [cache._meta[i].get("path", "") for i in idx])
+    return HeatmapFaces(f"300-W {split} ({', '.join(ds.present)})", np.array(a["image"]),
+                        np.array(a["landmarks"], np.float64), [m.get("path", "") for m in cache._meta])
 
 
 def synthetic_heatmap_faces(n: int, size: int, seed: int) -> HeatmapFaces:
@@ -348,8 +352,8 @@ def train_cpm(mode: str, train: HeatmapFaces, cfg: dict, seed: int = 0, progress
         return ls + la, {"mse": float(ls.detach()), "amp": float(la.detach())}
 
     hist = fit(model, loader, loss_fn, opt, c["epochs"], scheduler=sched, seed=seed,
-               progress=progress, desc=f"CPM {mode}")
-    return model.eval(), hist
+               progress=progress, desc=f"CPM {mode}", device=_device(cfg))
+    return model.cpu().eval(), hist
 
 
 @torch.no_grad()
