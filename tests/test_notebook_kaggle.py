@@ -41,6 +41,8 @@ def check_common(r, source):
     assert r["rmse_gain_cnn_over_mlp"]["value"] == pytest.approx(
         r["rmse_mlp"]["value"] - r["rmse_cnn"]["value"])
     assert isinstance(r["cnn_beats_mlp"]["value"], bool)
+    assert 0 < r["rmse_mean_shape"]["value"] < 96
+    assert r["cascade_vs_cnn"]["value"].startswith("cascade")
     anchor = r["vs_paper_kaggle_best_public_rmse"]
     assert anchor["paper"]["value"] == 1.28 and "NOT in the paper" in anchor["paper"]["source"]
     assert anchor["value"] == pytest.approx(min(r[f"rmse_{m}"]["value"]

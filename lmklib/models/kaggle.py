@@ -377,8 +377,9 @@ def keypoint_rmse(pred: torch.Tensor, gt: torch.Tensor) -> dict:
 
 def _fit(model, data, epochs, batch_size, lr, seed, loss_fn, val_fn, desc, progress,
          optimizer="adam"):
-    """Adam (or SGD with Nesterov momentum 0.9), cosine-annealed from ``lr``, on ``data.train`` through :func:`lmklib.train.fit`; returns the history with
-    ``train_rmse`` (running, over the epoch's augmented batches, dropout on) and ``val_rmse``."""
+    """Adam (or SGD with Nesterov momentum 0.9), cosine-annealed from ``lr``, on ``data.train``
+    through :func:`lmklib.train.fit`. Returns the history with ``train_rmse`` (running, over the
+    epoch's augmented batches, dropout on) and ``val_rmse``."""
     from torch.utils.data import DataLoader, TensorDataset
 
     from ..train import fit
@@ -397,7 +398,7 @@ def _fit(model, data, epochs, batch_size, lr, seed, loss_fn, val_fn, desc, progr
 
 
 def train_regressor(model: nn.Module, data, *, epochs: int, batch_size: int = 32,
-                    lr: float = 1e-3, optimizer: str = "adam", norm: Normalisation | None = None,
+                    lr: float = 3e-4, optimizer: str = "adam", norm: Normalisation | None = None,
                     flip: bool = True, seed: int = 0, progress: bool = False, desc: str = "train"):
     """Train a whole-face regressor (MLP or CNN) with the masked MSE on normalised targets.
 
@@ -427,7 +428,7 @@ def train_regressor(model: nn.Module, data, *, epochs: int, batch_size: int = 32
 
 
 def train_refiner(refiner_model: PatchRefiner, stage1: nn.Module, data, *, sigma: float,
-                  epochs: int, batch_size: int = 32, lr: float = 1e-3, optimizer: str = "adam",
+                  epochs: int, batch_size: int = 32, lr: float = 3e-4, optimizer: str = "adam",
                   norm: Normalisation | None = None, flip: bool = True, seed: int = 0,
                   progress: bool = False) -> tuple[CascadeCNN, "pd.DataFrame"]:
     """Train the cascade's second stage with ``stage1`` frozen.
@@ -473,7 +474,7 @@ def build(name: str, *, init: str = "he", seed: int = 0, **kw) -> nn.Module:
 
 def run_config(data, model: str, *, epochs: int, seed: int = 0, init: str = "he",
                activation: str = "relu", dropout: float = 0.0, normalise: bool = True,
-               batch_size: int = 32, lr: float = 1e-3, optimizer: str = "adam",
+               batch_size: int = 32, lr: float = 3e-4, optimizer: str = "adam",
                progress: bool = False) -> dict:
     """Build, train and test one whole-face regressor. A run whose loss turns non-finite is
     reported with ``diverged=True`` and NaN errors rather than stopping the notebook.
@@ -526,7 +527,7 @@ def ablation_arms(profile: dict, seed: int = 0) -> list[dict]:
     return [dict(study=s, arm=a, config={**base, **o}) for s, a, o in arms]
 
 
-def run_study(data, arms: list[dict], *, batch_size: int = 32, lr: float = 1e-3,
+def run_study(data, arms: list[dict], *, batch_size: int = 32, lr: float = 3e-4,
               optimizer: str = "adam", cache: dict | None = None, progress: bool = False) -> dict:
     """Train every arm (each distinct config once; ``cache`` maps a config to its result and
     can be shared with the main runs). Returns ``{(study, arm, seed): result}``."""
@@ -542,7 +543,7 @@ def run_study(data, arms: list[dict], *, batch_size: int = 32, lr: float = 1e-3,
 
 
 def run_cascade(data, stage1: dict, refiner_name: str, *, epochs: int, seed: int = 0,
-                batch_size: int = 32, lr: float = 1e-3, optimizer: str = "adam",
+                batch_size: int = 32, lr: float = 3e-4, optimizer: str = "adam",
                 progress: bool = False) -> dict:
     """Train a cascade's second stage on top of a :func:`run_config` result ``stage1`` (its
     network frozen; training noise = its validation RMSE) and test the whole cascade.
