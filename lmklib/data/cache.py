@@ -81,6 +81,27 @@ def _describe(fn: Any) -> str:
     return r
 
 
+def code_fingerprint(*objects: Any) -> str:
+    """A hash of the source files that define ``objects`` (and of the decoding and geometry
+    code every cached sample goes through), so editing that code invalidates old caches."""
+    import inspect
+    import sys
+
+    from . import geometry, sample
+
+    modules = {sample.__file__, geometry.__file__}
+    for obj in objects:
+        if obj is None:
+            continue
+        module = sys.modules.get(getattr(obj, "__module__", None) or type(obj).__module__)
+        if module is not None and getattr(module, "__file__", None):
+            modules.add(module.__file__)
+    h = hashlib.sha1()
+    for path in sorted(modules):
+        h.update(open(path, "rb").read())
+    return h.hexdigest()
+
+
 def dataset_fingerprint(dataset: Dataset, pre_transform: Callable | None) -> dict:
     """What the cached arrays depend on. Uses ``dataset.cache_fingerprint()`` when defined,
     else a :class:`~lmklib.data.sample.LandmarkDataset`'s records (image path, mtime, size, or a
@@ -92,6 +113,7 @@ def dataset_fingerprint(dataset: Dataset, pre_transform: Callable | None) -> dic
         "image_mode": getattr(dataset, "image_mode", None),
         "dataset_transform": _describe(getattr(dataset, "transform", None)),
         "pre_transform": _describe(pre_transform),
+        "code": code_fingerprint(dataset, pre_transform),
     }
     if hasattr(dataset, "cache_fingerprint"):
         fp["custom"] = _jsonable(dataset.cache_fingerprint())

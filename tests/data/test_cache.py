@@ -139,3 +139,21 @@ def test_build_with_worker_processes(faces, tmp_path):
     b = CachedDataset(faces, tmp_path / "b", pre_transform=crop, num_workers=1)
     for k in ("image", "landmarks", "affine"):
         np.testing.assert_array_equal(a.arrays[k], b.arrays[k])
+
+
+def test_fingerprint_follows_the_code_that_made_the_samples(monkeypatch):
+    from lmklib.data import cache, transforms
+
+    before = cache.code_fingerprint(transforms.CropToBox(32))
+    real_open = open
+
+    def edited_open(path, *args, **kwargs):
+        f = real_open(path, *args, **kwargs)
+        if str(path).endswith("geometry.py"):
+            import io
+
+            return io.BytesIO(f.read() + b"\n# an edit\n")
+        return f
+
+    monkeypatch.setattr("builtins.open", edited_open)
+    assert cache.code_fingerprint(transforms.CropToBox(32)) != before
