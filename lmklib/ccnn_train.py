@@ -6,7 +6,7 @@ its points in box units. All crops (stage-1 regions, stage-2/3 windows, with the
 augmentation and shake composed in) are then cut on the fly by one ``grid_sample`` per batch, so
 the 60,000 augmented faces of Section 4.1 are never materialised.
 
-Training (Section 3.3): per-net loss ``1/2 * mean squared error`` on window-relative targets
+Training (Section 3.3): per-net loss Eq. 6 (N = the net's points, see :func:`stage_loss`) on window-relative targets
 (Eq. 6, summed over the nets of a stage, which are independent), SGD with L2 on the weights,
 learning rate 5e-3 times 0.9 every 100 iterations; stages trained in order, the nets of a stage
 together through the batched :class:`~lmklib.models.ccnn.NetGroup`. Training windows of stage k
@@ -40,15 +40,16 @@ PROFILES: dict[str, dict[str, Any]] = {
     # n_train/n_test: faces (None = all 10,000 / 3,466); iters: SGD iterations per stage (the two
     # stage-1 ablation runs, windows- and shake-, get iters[1] too); 100 iterations = one "epoch"
     # = one learning-rate decay step. n_cross: faces per cross-dataset set (None = all).
+    # loss_n: what N counts in Eq. 6 ("points" or "outputs"; see stage_loss).
     "smoke": dict(n_train=120, n_test=60, cache_size=64, margin=0.25, batch=16,
                   iters={1: 10, 2: 10, 3: 10}, augment=True, momentum=0.9,
-                  weight_decay=5e-4, n_cross=20, n_synthetic=(120, 60)),
+                  weight_decay=5e-4, loss_n="points", n_cross=20, n_synthetic=(120, 60)),
     "quick": dict(n_train=None, n_test=None, cache_size=80, margin=0.25, batch=64,
                   iters={1: 1000, 2: 800, 3: 800}, augment=True, momentum=0.9,
-                  weight_decay=5e-4, n_cross=None, n_synthetic=(3000, 1000)),
+                  weight_decay=5e-4, loss_n="points", n_cross=None, n_synthetic=(3000, 1000)),
     "paper": dict(n_train=None, n_test=None, cache_size=96, margin=0.25, batch=64,
                   iters={1: 10000, 2: 6000, 3: 6000}, augment=True, momentum=0.9,
-                  weight_decay=5e-4, n_cross=None, n_synthetic=(10000, 3466)),
+                  weight_decay=5e-4, loss_n="points", n_cross=None, n_synthetic=(10000, 3466)),
 }
 BASE_LR = 5e-3          # Section 3.3
 LR_DECAY = 0.9          # "every 100 iterations, the learning rate decays to 90%"
@@ -293,11 +294,20 @@ def stage_batch(model: CCNN, stage: int, cache: FaceCache, faces: torch.Tensor,
     return crops, targets, mask
 
 
-def stage_loss(out: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def stage_loss(out: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+               n: str = "points") -> torch.Tensor:
     """Eq. 6 without the L2 term (that is SGD's weight decay): per net, the batch mean of
-    ``1/(2N) ||y - d||^2`` over its N outputs; summed over the (independent) nets."""
+    ``1/(2N) sum_i ||y_i - d_i||^2``; summed over the (independent) nets.
+
+    ``n="points"`` (default): ``i`` runs over the net's N *points* (``||.||_2^2`` of a 2-D point,
+    the natural reading of Eq. 6); ``n="outputs"``: over its 2N coordinates, which halves the loss
+    and so the effective learning rate. The paper does not say which.
+    """
+    if n not in ("points", "outputs"):
+        raise ValueError(f"n must be 'points' or 'outputs', got {n!r}")
     sq = ((out - targets) ** 2) * mask
-    per_net = sq.sum(-1) / (2 * mask.sum(-1))            # [B, G]
+    count = mask.sum(-1) / 2 if n == "points" else mask.sum(-1)
+    per_net = sq.sum(-1) / (2 * count)                    # [B, G]
     return per_net.mean(0).sum()
 
 
@@ -314,7 +324,7 @@ def make_optimizer(group: torch.nn.Module, momentum: float, weight_decay: float
 def train_stage(model: CCNN, stage: int, cache: FaceCache, iters: int, batch: int,
                 augment: bool = True, anchors: torch.Tensor | None = None, shake_std: float = 0.01,
                 momentum: float = 0.9, weight_decay: float = 5e-4, seed: int = 0,
-                progress: bool = False, batched: bool | None = None):
+                progress: bool = False, batched: bool | None = None, loss_n: str = "points"):
     """Train the nets of one stage with :func:`lmklib.train.fit`; returns its history.
 
     ``anchors [N, A, 5, 2]``: the previous stage's points for every (face, augmentation).
@@ -337,7 +347,7 @@ def train_stage(model: CCNN, stage: int, cache: FaceCache, iters: int, batch: in
             crops, targets, mask = stage_batch(model, stage, cache, b["face"], b["aug"], anc,
                                                shake_std, gen)
         out = _group(crops) if use_batched else _group.forward_each(crops)
-        return stage_loss(out, targets, mask)
+        return stage_loss(out, targets, mask, loss_n)
 
     opt = make_optimizer(group, momentum, weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=LR_DECAY)
@@ -398,7 +408,8 @@ def train_ccnn(cache: FaceCache, profile: str | dict = "quick", config: CCNNConf
     for stage in range(1, stages + 1):
         t0 = time.perf_counter()
         hists.append(train_stage(model, stage, cache, p["iters"][stage], p["batch"], p["augment"],
-                                 anchors, std, p["momentum"], p["weight_decay"], seed, progress))
+                                 anchors, std, p["momentum"], p["weight_decay"], seed, progress,
+                                 loss_n=p.get("loss_n", "points")))
         if stage < stages:   # the next stage's training windows sit on this stage's predictions
             anchors = predict_stage(model, stage, cache, anchors, augs)
         log(f"stage {stage}: {p['iters'][stage]} iterations in {time.perf_counter() - t0:.0f} s, "

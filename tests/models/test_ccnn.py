@@ -167,12 +167,16 @@ def test_average_points_eq4():
     assert out[0, 4].tolist() == [504.0, 504.5]                      # (F1 + NM1) / 2
 
 
-def test_stage_loss_is_half_mse_per_net_summed():
+def test_stage_loss_is_eq6_per_net_summed():
     out = torch.tensor([[[1.0, 1.0, 9.0], [0.0, 2.0, 9.0]]])     # [B=1, G=2, 3]
     tgt = torch.zeros(1, 2, 3)
     mask = torch.tensor([[True, True, False], [True, True, False]])
-    # net 0: (1 + 1) / (2 * 2) = 0.5; net 1: (0 + 4) / 4 = 1.0
-    assert float(stage_loss(out, tgt, mask)) == pytest.approx(1.5)
+    # one point per net, N = 1: net 0: (1 + 1) / 2 = 1.0; net 1: (0 + 4) / 2 = 2.0
+    assert float(stage_loss(out, tgt, mask)) == pytest.approx(3.0)
+    # N counting coordinates (N = 2): net 0: 2 / 4 = 0.5; net 1: 4 / 4 = 1.0
+    assert float(stage_loss(out, tgt, mask, n="outputs")) == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="'points' or 'outputs'"):
+        stage_loss(out, tgt, mask, n="coords")
 
 
 # --------------------------------------------------------------------------- training smoke
