@@ -113,23 +113,27 @@ def datasets_found(root: Path) -> dict[str, Any]:
 
 def _failure(exc: BaseException, executed: Path) -> tuple[str, int | None]:
     """Describe a papermill failure by the cell's index *in the source notebook* (papermill's
-    injected-parameters cell is not counted) and the cell's first line."""
+    injected-parameters cell is not counted) and the cell's first line. A dead kernel carries no
+    cell index: the cell papermill had marked as running (or failed) is named instead."""
     index = getattr(exc, "cell_index", None)
     ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
-    if index is None:
-        return f"before any cell ran: {ename}: {evalue}", None
-    first_line, source_index = "", index
     try:
         import nbformat
 
         cells = [c for c in nbformat.read(executed, as_version=4).cells  # without papermill's
                  if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]  # error banners
-        injected = sum("injected-parameters" in c.metadata.get("tags", []) for c in cells[:index])
-        source_index = index - injected
-        first_line = next((ln for ln in cells[index].source.splitlines() if ln.strip()), "")
     except Exception:  # the description must not hide the original error
-        pass
-    return f"cell {source_index} (`{first_line[:60]}`): {ename}: {evalue}", source_index
+        cells = []
+    if index is None:  # a dead kernel: the last cell papermill started is the one that was running
+        started = [i for i, c in enumerate(cells)
+                   if c.metadata.get("papermill", {}).get("status", "pending") != "pending"]
+        index = started[-1] if started else None
+    if index is None or index >= len(cells):
+        where = "before any cell ran" if index is None else f"cell {index}"
+        return f"{where}: {ename}: {evalue}", index
+    injected = sum("injected-parameters" in c.metadata.get("tags", []) for c in cells[:index])
+    first_line = next((ln for ln in cells[index].source.splitlines() if ln.strip()), "")
+    return f"cell {index - injected} (`{first_line[:60]}`): {ename}: {evalue}", index - injected
 
 
 def run_notebook(path: str | Path, *, profile: str = "quick", seed: int = 0,

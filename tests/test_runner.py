@@ -98,3 +98,10 @@ def test_list_shows_parameters(notebooks, capsys):
     assert cli.main(["list", "--notebooks", str(notebooks)]) == 0
     out = capsys.readouterr().out
     assert "a_good" in out and "profile" in out and "smoke|quick|paper" in out
+
+
+def test_dead_kernel_names_the_running_cell(notebooks, tmp_path):
+    notebook(notebooks / "c_dies.ipynb", "import os\nos._exit(1)")
+    result = runner.run_notebook(notebooks / "c_dies.ipynb", reports_root=tmp_path, progress=False)
+    assert not result.ok
+    assert "c_dies: cell 2 (`import os`)" in result.error and "Dead" in result.error
