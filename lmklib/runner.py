@@ -114,7 +114,7 @@ def datasets_found(root: Path) -> dict[str, Any]:
 def _failure(exc: BaseException, executed: Path) -> tuple[str, int | None]:
     """Describe a papermill failure by the cell's index *in the source notebook* (papermill's
     injected-parameters cell is not counted) and the cell's first line. A dead kernel carries no
-    cell index: the cell papermill had marked as running (or failed) is named instead."""
+    cell index: the last cell papermill started is named instead."""
     index = getattr(exc, "cell_index", None)
     ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
     try:
