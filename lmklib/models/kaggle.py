@@ -131,6 +131,19 @@ def extract_patches(images: torch.Tensor, centres: torch.Tensor, patch: int) -> 
 
 
 # --------------------------------------------------------------------------- models
+def _fc_layers(width: int, hidden: tuple[int, ...], activation: str, dropout: float,
+               num_points: int) -> list[nn.Module]:
+    """Hidden fully connected layers (activation, then dropout if > 0) and the linear output of
+    ``2 * num_points`` coordinates: the head the MLP and the CNN share."""
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = h
+    return layers + [nn.Linear(width, 2 * num_points)]
+
+
 class MLP(nn.Module):
     """Multilayer perceptron: flattened ``[N, 1, S, S]`` image -> hidden layers -> ``[N, 30]``.
 
@@ -144,15 +157,8 @@ class MLP(nn.Module):
     def __init__(self, image_size: int = IMAGE_SIZE, hidden: tuple[int, ...] = (100,),
                  activation: str = "relu", dropout: float = 0.0, num_points: int = NUM_POINTS):
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = image_size * image_size
-        for h in hidden:
-            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = h
-        layers.append(nn.Linear(width, 2 * num_points))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(nn.Flatten(), *_fc_layers(image_size * image_size, hidden,
+                                                            activation, dropout, num_points))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -181,14 +187,7 @@ class KeypointCNN(nn.Module):
             c, s = out, (s - k + 1) // 2
         if s < 1:
             raise ValueError(f"image_size {image_size} is too small for {len(channels)} blocks")
-        layers.append(nn.Flatten())
-        width = c * s * s
-        for h in hidden:
-            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = h
-        layers.append(nn.Linear(width, 2 * num_points))
+        layers += [nn.Flatten(), *_fc_layers(c * s * s, hidden, activation, dropout, num_points)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
