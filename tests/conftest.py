@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,38 @@ def _isolated_reports(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LMK_REPORTS_ROOT", str(tmp_path_factory.mktemp("reports")))
     monkeypatch.setenv("LMK_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.delenv("LMK_REPORT_DIR", raising=False)
+
+
+@dataclass
+class NotebookReport:
+    """What a smoke run of a notebook left in its report folder."""
+
+    folder: Path
+    report: dict        # results.json: notebook, params, results, figures, tables
+    figures: set[str]   # stems of figures/*.png
+    tables: set[str]    # stems of tables/*.csv
+
+    @property
+    def results(self) -> dict:
+        return self.report["results"]
+
+
+@pytest.fixture
+def run_smoke_notebook():
+    """``run(stem, reports_root, data_root=None)``: run ``notebooks/<stem>.ipynb`` in the smoke
+    profile through the runner, fail with the runner's message if it fails, return its report."""
+    import json
+
+    from lmklib import runner
+
+    def run(stem: str, reports_root: Path, data_root: Path | None = None) -> NotebookReport:
+        result = runner.run_notebook(runner.NOTEBOOKS_DIR / f"{stem}.ipynb", profile="smoke",
+                                     seed=0, data_root=data_root, reports_root=reports_root,
+                                     progress=False)
+        assert result.ok, result.error
+        folder = Path(reports_root) / stem
+        return NotebookReport(folder, json.loads((folder / "results.json").read_text()),
+                              {p.stem for p in (folder / "figures").glob("*.png")},
+                              {p.stem for p in (folder / "tables").glob("*.csv")})
+
+    return run

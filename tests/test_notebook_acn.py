@@ -1,27 +1,24 @@
 """notebooks/03_acn.ipynb (Chen et al. 2020, ACN) in the smoke profile: every table and figure is
 produced and the recorded values are sane. Without the real data it runs on synthetic faces."""
 
-import json
 
 import pytest
 
-from lmklib import runner
 
 pytestmark = pytest.mark.slow
-NOTEBOOK = runner.NOTEBOOKS_DIR / "03_acn.ipynb"
 FIGURES = {"fig3_training_curves", "fig4_detections", "fig5_kernels", "fig6_feature_maps",
            "fig7_worst_cases"}
 TABLES = {"table2", "table3_4", "speed", "speed_layers", "cross_dataset", "data"}
 
 
-def run(reports_root, data_root):
-    result = runner.run_notebook(NOTEBOOK, profile="smoke", seed=0, data_root=data_root,
-                                 reports_root=reports_root, progress=False)
-    assert result.ok, result.error
-    folder = reports_root / "03_acn"
-    assert FIGURES <= {p.stem for p in (folder / "figures").glob("*.png")}
-    assert TABLES <= {p.stem for p in (folder / "tables").glob("*.csv")}
-    return json.loads((folder / "results.json").read_text())["results"]
+@pytest.fixture
+def run(run_smoke_notebook):
+    def _run(reports_root, data_root):
+        rep = run_smoke_notebook("03_acn", reports_root, data_root)
+        assert FIGURES <= rep.figures
+        assert TABLES <= rep.tables
+        return rep.results
+    return _run
 
 
 def check_common(r):
@@ -40,7 +37,7 @@ def check_common(r):
 
 
 @pytest.mark.realdata
-def test_acn_notebook_on_real_data(tmp_path, real_data_root):
+def test_acn_notebook_on_real_data(run, tmp_path, real_data_root):
     r = run(tmp_path, real_data_root)
     check_common(r)
     if (real_data_root / "300w_subset").is_dir():
@@ -49,7 +46,7 @@ def test_acn_notebook_on_real_data(tmp_path, real_data_root):
         assert r["cross_300w_acn_20-40-60-80"]["value"] > 0
 
 
-def test_acn_notebook_without_real_data_uses_synthetic_faces(tmp_path):
+def test_acn_notebook_without_real_data_uses_synthetic_faces(run, tmp_path):
     r = run(tmp_path / "reports", tmp_path / "empty")
     check_common(r)
     assert "synthetic" in r["w300_train_faces"]["dataset"]

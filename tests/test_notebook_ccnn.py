@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from lmklib.paths import REPO_ROOT
-
-NOTEBOOK = REPO_ROOT / "notebooks" / "01_ccnn.ipynb"
 EXPECTED = ["nme_stage1", "nme_stage2", "nme_stage3", "nme_stage1_windows_minus",
             "nme_stage1_windows_plus", "nme_stage1_shake_minus", "nme_stage1_shake_plus",
             "params_total", "size_mb", "speed_ms"]
 
 
 @pytest.mark.slow
-def test_ccnn_notebook_smoke(tmp_path):
-    from lmklib.runner import run_notebook
-
-    result = run_notebook(NOTEBOOK, reports_root=tmp_path, profile="smoke", progress=False)
-    assert result.ok, result.error
-    results = json.loads((tmp_path / "01_ccnn" / "results.json").read_text())["results"]
+def test_ccnn_notebook_smoke(tmp_path, run_smoke_notebook):
+    rep = run_smoke_notebook("01_ccnn", tmp_path)
+    results = rep.results
     for key in EXPECTED:
         assert key in results, key
         assert results[key]["paper"] is not None and results[key]["paper"]["source"]
@@ -28,22 +20,15 @@ def test_ccnn_notebook_smoke(tmp_path):
     assert results["size_mb"]["value"] == pytest.approx(2.456, abs=1e-3)
     for key in ("nme_stage1", "nme_stage2", "nme_stage3"):
         assert 0 < results[key]["value"] < 100
-    figures = {p.stem for p in (tmp_path / "01_ccnn" / "figures").glob("*.png")}
     assert {"fig4_stage_errors", "fig5_windows", "fig6_shake", "fig7_comparison",
-            "fig8_examples", "ced", "widget_stage2"} <= figures
-    tables = {p.stem for p in (tmp_path / "01_ccnn" / "tables").glob("*.csv")}
-    assert {"table2_parameters", "table3_size_speed", "summary"} <= tables
+            "fig8_examples", "ced", "widget_stage2"} <= rep.figures
+    assert {"table2_parameters", "table3_size_speed", "summary"} <= rep.tables
 
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_ccnn_notebook_smoke_real_data(tmp_path, cuhk_root, real_data_root):
-    from lmklib.runner import run_notebook
-
-    result = run_notebook(NOTEBOOK, reports_root=tmp_path, profile="smoke",
-                          data_root=real_data_root, progress=False)
-    assert result.ok, result.error
-    report = json.loads((tmp_path / "01_ccnn" / "results.json").read_text())
+def test_ccnn_notebook_smoke_real_data(tmp_path, cuhk_root, real_data_root, run_smoke_notebook):
+    report = run_smoke_notebook("01_ccnn", tmp_path, real_data_root).report
     assert report["params"]["real_data"] is True
     results = report["results"]
     assert results["nme_stage3"]["dataset"].startswith("CUHK")

@@ -3,30 +3,27 @@ every figure and table is produced, the recorded values are sane and sourced, an
 run used is named. Without real data it runs on synthetic faces; with 300-W it builds the
 Kaggle-format set and its submission reads back to the held-out RMSE."""
 
-import json
 import math
 
 import pytest
 
-from lmklib import runner
 from lmklib.models import kaggle as K
 from lmklib.profile import count_parameters
 
 pytestmark = pytest.mark.slow
-NOTEBOOK = runner.NOTEBOOKS_DIR / "05_kaggle_keypoints.ipynb"
 FIGURES = {"data_samples", "learning_curves_models", "ablation_curves", "init_xavier_vs_he",
            "per_keypoint_rmse", "predictions"}
 TABLES = {"models", "ablations", "ablation_runs", "per_keypoint", "paper_values"}
 
 
-def run(reports_root, data_root):
-    result = runner.run_notebook(NOTEBOOK, profile="smoke", seed=0, data_root=data_root,
-                                 reports_root=reports_root, progress=False)
-    assert result.ok, result.error
-    folder = reports_root / "05_kaggle_keypoints"
-    assert FIGURES <= {p.stem for p in (folder / "figures").glob("*.png")}
-    assert TABLES <= {p.stem for p in (folder / "tables").glob("*.csv")}
-    return folder, json.loads((folder / "results.json").read_text())["results"]
+@pytest.fixture
+def run(run_smoke_notebook):
+    def _run(reports_root, data_root):
+        rep = run_smoke_notebook("05_kaggle_keypoints", reports_root, data_root)
+        assert FIGURES <= rep.figures
+        assert TABLES <= rep.tables
+        return rep.folder, rep.results
+    return _run
 
 
 def check_common(r, source):
@@ -60,7 +57,7 @@ def check_common(r, source):
         r["init_rmse_xavier_mean"]["value"] - r["init_rmse_he_mean"]["value"])
 
 
-def test_kaggle_notebook_without_real_data_uses_synthetic_faces(tmp_path):
+def test_kaggle_notebook_without_real_data_uses_synthetic_faces(run, tmp_path):
     folder, r = run(tmp_path / "reports", tmp_path / "empty")
     check_common(r, "synthetic")
     assert "synthetic" in r["dataset_source"]["note"]
@@ -68,7 +65,7 @@ def test_kaggle_notebook_without_real_data_uses_synthetic_faces(tmp_path):
 
 
 @pytest.mark.realdata
-def test_kaggle_notebook_on_300w_builds_a_kaggle_format_set(tmp_path, real_data_root):
+def test_kaggle_notebook_on_300w_builds_a_kaggle_format_set(run, tmp_path, real_data_root):
     if not (real_data_root / "300w_subset").is_dir():
         pytest.skip("300w_subset not under the real data root")
     folder, r = run(tmp_path / "reports", real_data_root)
