@@ -71,12 +71,11 @@ class CPM(nn.Module):
 def gaussian_heatmaps(points: torch.Tensor, size: int, stride: int = 4,
                       sigma: float = 1.0) -> torch.Tensor:
     """Target heatmaps ``[N, K, size, size]`` for ``points`` ``[N, K, 2]`` (input pixels,
-    0-based); heatmap pixel j covers input pixels ``[j*stride, (j+1)*stride)``."""
-    p = (points + 0.5) / stride - 0.5
-    g = torch.arange(size, dtype=points.dtype)
-    dx = (g.view(1, 1, 1, -1) - p[..., 0, None, None]) ** 2
-    dy = (g.view(1, 1, -1, 1) - p[..., 1, None, None]) ** 2
-    return torch.exp(-(dx + dy) / (2 * sigma ** 2))
+    0-based); heatmap pixel j covers input pixels ``[j*stride, (j+1)*stride)``. The Gaussians are
+    :func:`lmklib.data.heatmaps.gaussian_heatmaps` on the points mapped to heatmap pixels."""
+    from ..data import heatmaps
+
+    return heatmaps.gaussian_heatmaps(heatmaps.image_to_heatmap(points, stride), size, sigma)
 
 
 def decode_heatmaps(h: torch.Tensor, stride: int = 4) -> torch.Tensor:
