@@ -142,12 +142,12 @@ def crop_faces(images: torch.Tensor, points68: np.ndarray, size: int = 96,
     Returns:
         ``(crops [N, 1, size, size] uint8, points [N, 15, 2] float64)``.
     """
-    from .data.sample import box_from_points
+    from .data.geometry import boxes_from_points
     from .data.transforms import apply_affine, crop_batch
 
     rng = np.random.default_rng(seed)
     n = len(points68)
-    boxes = np.stack([box_from_points(p) for p in points68])
+    boxes = boxes_from_points(points68)
     grow = 1.0 + rng.uniform(-jitter, jitter, size=n)
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     half = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / 2 * grow

@@ -11,6 +11,7 @@ Everything here is also importable from :mod:`lmklib.data.transforms`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -183,6 +184,38 @@ def crop_batch(images: torch.Tensor, boxes, out_size: Size, scale: float = 1.0,
     return warp_affine(images, affines, out_size, padding=padding, antialias=antialias), affines
 
 
+def pil_crop(image: torch.Tensor, box, out_size: Size, scale: float = 1.0,
+             square: bool = True) -> torch.Tensor:
+    """Crop a face box like :func:`crop_batch` (same geometry, see :func:`box_affine`), with
+    Pillow: the image is first shrunk by an integer factor ``k = step // 1.5`` (``step`` = input
+    pixels per output pixel; a box filter, so large faces do not alias), then resampled
+    bilinearly. The CCNN crops are made this way. ``image``: uint8 ``[C, H, W]`` (C = 1 or 3).
+    """
+    from PIL import Image
+
+    oh, ow = _hw(out_size)
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(box, dtype=np.float64))
+    w, h = x1 - x0, y1 - y0
+    if square:
+        side = max(w, h)
+        x0, y0, w, h = x0 + (w - side) / 2, y0 + (h - side) / 2, side, side
+    m = (scale - 1) / 2                                # margin on each side, box units
+    arr = image.permute(1, 2, 0).numpy()
+    im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+    k = max(1, int((w * scale / ow) // 1.5))
+    if k > 1:
+        im = im.reduce(k)
+    # PIL samples output pixel i at input *edge* coordinate a (i + 0.5) + c; our pixel centres
+    # are at integers, so an input edge coordinate is centre + 0.5 (and / k after reducing).
+    ax, ay = w * scale / ow / k, h * scale / oh / k
+    cx, cy = (x0 - w * m + 0.5) / k, (y0 - h * m + 0.5) / k
+    out = im.transform((ow, oh), Image.AFFINE, (ax, 0, cx, 0, ay, cy), resample=Image.BILINEAR,
+                       fillcolor=0 if im.mode == "L" else (0,) * len(im.getbands()))
+    out = np.asarray(out, dtype=np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(out[None] if out.ndim == 2
+                                                 else out.transpose(2, 0, 1)))
+
+
 def _window_step(half_sizes: torch.Tensor, out_size: int) -> torch.Tensor:
     return 2 * half_sizes / (out_size - 1) if out_size > 1 else torch.zeros_like(half_sizes)
 
@@ -251,3 +284,74 @@ def rotation_affine(angle: float, centre: tuple[float, float], scale: float = 1.
     c, s = scale * math.cos(t), scale * math.sin(t)
     cx, cy = centre
     return np.array([[c, s, cx - c * cx - s * cy], [-s, c, cy + s * cx - c * cy]])
+
+
+# --------------------------------------------------------------------------- boxes from points
+@dataclass(frozen=True)
+class BoxGeometry:
+    """Where a data set's face boxes sit on its points, in units of the points' own size ``s``.
+
+    With the tight box of the points (centre ``c``, sides ``w, h``) and ``s = (w + h) / 2``
+    (``side="mean"``) or ``max(w, h)`` (``side="max"``), a face box is the square of side
+    ``ratio * s`` centred on ``c + (dx, dy) * s``. :func:`fit_box_geometry` measures it on a set
+    with real (detector) boxes; :func:`boxes_from_points` places such boxes on another set, as
+    an ideal detector with the first set's box convention would.
+    """
+
+    dx: float
+    dy: float
+    ratio: float
+    side: str = "mean"
+
+    def __post_init__(self):
+        if self.side not in ("mean", "max"):
+            raise ValueError(f"side must be 'mean' or 'max', got {self.side!r}")
+
+
+def _point_extent(points: np.ndarray, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """Centres ``[..., 2]`` and sizes ``[...]`` of the tight boxes of ``points [..., K, 2]``
+    (NaN points ignored)."""
+    lo, hi = np.nanmin(points, -2), np.nanmax(points, -2)
+    size = (hi - lo).sum(-1) / 2 if side == "mean" else (hi - lo).max(-1)
+    return (lo + hi) / 2, size
+
+
+def fit_box_geometry(points, boxes, side: str = "mean", stat: str = "mean") -> BoxGeometry:
+    """Measure :class:`BoxGeometry` on points ``[N, K, 2]`` and their boxes ``[N, 4]``.
+
+    ``side``: the points' size measure (see :class:`BoxGeometry`); the box side is measured the
+    same way (mean or longer side). ``stat``: ``"mean"`` or ``"median"`` over the faces.
+    """
+    if stat not in ("mean", "median"):
+        raise ValueError(f"stat must be 'mean' or 'median', got {stat!r}")
+    p, b = np.asarray(points, dtype=np.float64), np.asarray(boxes, dtype=np.float64)
+    centre, s = _point_extent(p, side)
+    bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    bside = (bw + bh) / 2 if side == "mean" else np.maximum(bw, bh)
+    off = ((b[:, :2] + b[:, 2:]) / 2 - centre) / s[:, None]
+    reduce = np.mean if stat == "mean" else np.median
+    return BoxGeometry(float(reduce(off[:, 0])), float(reduce(off[:, 1])),
+                       float(reduce(bside / s)), side)
+
+
+def boxes_from_points(points, geometry: BoxGeometry | None = None) -> np.ndarray:
+    """Face boxes ``(x0, y0, x1, y1)`` from points: ``[K, 2] -> [4]`` or ``[N, K, 2] -> [N, 4]``.
+
+    Without ``geometry``: the tight box of the finite points (all NaN -> a NaN box). With it:
+    the square box that :class:`BoxGeometry` places on the points. The one box-from-points
+    function of the package; loaders use it for formats that ship no box.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    finite = np.isfinite(p).all(-1)
+    empty = ~finite.any(-1)
+    if empty.any():   # nanmin of an all-NaN row warns; give those rows a NaN box instead
+        p = np.where(empty[..., None, None], 0.0, p)
+    if geometry is None:
+        q = np.where(finite[..., None], p, np.nan)
+        out = np.concatenate([np.nanmin(q, -2), np.nanmax(q, -2)], -1)
+    else:
+        centre, s = _point_extent(np.where(finite[..., None], p, np.nan), geometry.side)
+        c = centre + np.stack([geometry.dx * s, geometry.dy * s], -1)
+        half = (geometry.ratio * s / 2)[..., None]
+        out = np.concatenate([c - half, c + half], -1)
+    return np.where(empty[..., None], np.nan, out)

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .geometry import boxes_from_points
+
 
 class AnnotationError(ValueError):
     """A malformed annotation: the message names the file, the line (when known) and what was
@@ -96,15 +98,6 @@ def load_image(path: str | os.PathLike, mode: str | None = None) -> torch.Tensor
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
-def box_from_points(points: np.ndarray) -> np.ndarray:
-    """Tight box ``(x0, y0, x1, y1)`` around the finite points of ``[K, 2]``."""
-    p = np.asarray(points, dtype=np.float64)
-    p = p[np.isfinite(p).all(axis=1)]
-    if len(p) == 0:
-        return np.full(4, np.nan)
-    return np.array([p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()])
-
-
 @dataclass
 class Record:
     """One parsed annotation; the image is decoded only when the sample is requested."""
@@ -123,7 +116,7 @@ def make_sample(image: torch.Tensor, landmarks: np.ndarray, box: np.ndarray | No
     lm = np.asarray(landmarks, dtype=np.float64)
     mask = np.isfinite(lm).all(axis=1)
     vis = mask.copy() if visible is None else (np.asarray(visible, dtype=bool) & mask)
-    b = box_from_points(lm) if box is None else np.asarray(box, dtype=np.float64)
+    b = boxes_from_points(lm) if box is None else np.asarray(box, dtype=np.float64)
     return {
         "image": image,
         "landmarks": torch.as_tensor(lm, dtype=torch.float32),
@@ -158,7 +151,8 @@ class LandmarkDataset(Dataset):
             image = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
         else:
             image = load_image(r.image_path, self.image_mode)
-        meta = {"path": str(r.image_path), "index": index, **r.meta}
+        meta = {"path": str(r.image_path), "index": index,
+                "image_hw": [int(image.shape[-2]), int(image.shape[-1])], **r.meta}
         sample = make_sample(image, r.landmarks, r.box, r.visible, meta)
         return self.transform(sample) if self.transform is not None else sample
 
@@ -168,7 +162,7 @@ class LandmarkDataset(Dataset):
 
     def boxes_array(self) -> np.ndarray:
         """All face boxes ``[N, 4]`` (tight point boxes where the format has none)."""
-        return np.stack([r.box if r.box is not None else box_from_points(r.landmarks)
+        return np.stack([r.box if r.box is not None else boxes_from_points(r.landmarks)
                          for r in self.records]) if self.records else np.zeros((0, 4))
 
     def extra_repr(self) -> str:

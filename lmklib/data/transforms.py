@@ -27,7 +27,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from .geometry import (  # noqa: F401  (re-exported: the public geometry API lives here too)
     Size, _hw, apply_affine, box_affine, compose_affine, crop_batch, crop_windows,
-    image_to_window, invert_affine, invert_points, resize_affine, rotation_affine, warp_affine,
+    image_to_window, invert_affine, invert_points, pil_crop, resize_affine, rotation_affine,
+    warp_affine,
     window_to_image,
 )
 from .schemes import Scheme
@@ -107,21 +108,30 @@ class CropToBox(RandomTransform):
 
     def __init__(self, output_size: Size, scale: float = 1.0, jitter: float = 0.0,
                  square: bool = True, padding: str = "zeros", antialias: bool = True,
-                 seed: int | np.random.Generator | None = None):
+                 seed: int | np.random.Generator | None = None, backend: str = "torch"):
         super().__init__(seed)
+        if backend not in ("torch", "pil"):
+            raise ValueError(f"backend must be 'torch' or 'pil', got {backend!r}")
+        if backend == "pil" and padding != "zeros":
+            raise ValueError("the 'pil' backend pads with zeros only")
         self.output_size, self.scale, self.jitter = _hw(output_size), scale, jitter
         self.square, self.padding, self.antialias = square, padding, antialias
+        self.backend = backend
 
     def __call__(self, sample: dict) -> dict:
         shift = self.rng.uniform(-self.jitter, self.jitter, 2) if self.jitter else (0.0, 0.0)
         a = box_affine(sample["box"].double().numpy(), self.output_size, self.scale,
                        self.square, shift)
+        if self.backend == "pil":
+            return move_points(sample, a, pil_crop(sample["image"], sample["box"].double().numpy(),
+                                                  self.output_size, self.scale, self.square))
         return apply_to_sample(sample, a, self.output_size, self.padding, self.antialias)
 
     def __repr__(self) -> str:
         return (f"CropToBox(output_size={self.output_size}, scale={self.scale}, "
                 f"jitter={self.jitter}, square={self.square}, padding={self.padding!r}"
-                + ("" if self.antialias else ", antialias=False") + ")")
+                + ("" if self.antialias else ", antialias=False")
+                + ("" if self.backend == "torch" else f", backend={self.backend!r}") + ")")
 
 
 class Resize:
