@@ -123,4 +123,5 @@ def test_real_300w_subset_counts(w300_root):
     assert len(W300(w300_root, "afw")) == 337
     assert len(W300(w300_root, "helen/testset")) == 330
     train = W300(w300_root, "train")
-    assert train.missing == ["lfpw/trainset"] and len(train) == 337 + 870
+    # the data README: afw 337 + helen/trainset 870 + lfpw/trainset 805 = 2,012 training faces
+    assert train.missing == [] and len(train) == 337 + 870 + 805 == 2012
