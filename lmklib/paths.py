@@ -12,7 +12,7 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 FIXTURES_DIR = PACKAGE_DIR / "fixtures"
-PAPER_VALUES_DIR = PACKAGE_DIR / "paper_values"
+PAPER_VALUES_DIR = PACKAGE_DIR / "papers" / "paper_values"
 
 
 def data_root(path: str | os.PathLike | None = None) -> Path:

@@ -13,7 +13,7 @@ Report layout::
     results.json   {"notebook", "params", "results": {key: {value, unit, paper, ...}}}
     manifest.json  provenance (written by the runner)
 
-Paper values are never typed into notebooks: they live in ``lmklib/paper_values/<paper>.csv``
+Paper values are never typed into notebooks: they live in ``lmklib/papers/paper_values/<paper>.csv``
 (columns ``key,value,unit,source,note``; ``source`` names the table or figure) and are fetched
 with :func:`paper_value`.
 """
@@ -96,7 +96,7 @@ class PaperValue:
 
 @lru_cache(maxsize=None)
 def paper_values(paper: str) -> dict[str, PaperValue]:
-    """All values of ``lmklib/paper_values/<paper>.csv`` by key."""
+    """All values of ``lmklib/papers/paper_values/<paper>.csv`` by key."""
     import csv
 
     path = PAPER_VALUES_DIR / f"{paper}.csv"

@@ -1,14 +1,14 @@
 """Library side of ``notebooks/00_quickstart.ipynb``: find the datasets, evaluate the mean-shape
 baseline, and show on synthetic faces that a small CNN learns what the baseline cannot.
 
-Introduced for the quickstart; the paper notebooks reuse :func:`available_datasets` and
-:func:`evaluate_baseline` to put the baseline beside their own numbers.
+A dataset found is described by a plain dict (``name``, ``train``, ``test``, ``norm``,
+``source``, ``note``): the two splits are :class:`~lmklib.data.sample.LandmarkDataset` s, since
+the baseline needs only their annotations (no image is decoded for it).
 """
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import metrics
-from .data.sample import LandmarkDataset
-from .models.baseline import MeanShape, SimpleCNN, pixels_to_unit, unit_to_pixels
+from .. import metrics
+from ..models.baseline import MeanShape, SimpleCNN, pixels_to_unit, unit_to_pixels
 
 PROFILES: dict[str, dict[str, Any]] = {
     # max_test: faces per real test set (None = all); synthetic sizes and CNN epochs.
@@ -37,34 +36,27 @@ def get_profile(name: str) -> dict[str, Any]:
     return dict(PROFILES[name])
 
 
-@dataclass
-class DatasetPair:
-    """A dataset found in the data root, with the split that fits the baseline and the one that
-    tests it, and the normalisation its papers use."""
-
-    name: str
-    train: LandmarkDataset
-    test: LandmarkDataset
-    norm: str
-    source: str                     # "real" or "fixture"
-    note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+def _split_pair(name: str, train, test, norm: str, source: str, note: str = "") -> dict[str, Any]:
+    """One dataset of the quickstart: its fitting and testing splits and the normalisation its
+    papers use (``source`` is ``"real"`` or ``"fixture"``)."""
+    return {"name": name, "train": train, "test": test, "norm": norm, "source": source,
+            "note": note}
 
 
 def _find(root: Path, names: tuple[str, ...]) -> Path | None:
     return next((root / n for n in names if (root / n).is_dir()), None)
 
 
-def available_datasets(root: str | Path) -> list[DatasetPair]:
+def available_datasets(root: str | Path) -> list[dict[str, Any]]:
     """The real datasets under ``root`` that the quickstart evaluates (CUHK 5-point, 300-W)."""
-    from .data.formats.cuhk import CUHK5Point
-    from .data.formats.w300 import W300
+    from ..data.formats.cuhk import CUHK5Point
+    from ..data.formats.w300 import W300
 
     root = Path(root)
     found = []
     cuhk = _find(root, ("cuhk_5pt", "cuhk", "CUHK"))
     if cuhk is not None and (cuhk / "trainImageList.txt").is_file():
-        found.append(DatasetPair("CUHK 5-point (LFW+Webface)", CUHK5Point(cuhk, "train"),
+        found.append(_split_pair("CUHK 5-point (LFW+Webface)", CUHK5Point(cuhk, "train"),
                                  CUHK5Point(cuhk, "test"), "bbox_width", "real",
                                  "test split 3,466 faces; error over face-box width (Sun et al.)"))
     w300 = _find(root, ("300w", "300W", "300w_subset"))
@@ -75,46 +67,46 @@ def available_datasets(root: str | Path) -> list[DatasetPair]:
                     f"{'+'.join(test.present)} ({len(test)})")
             if test.missing:
                 note += f"; missing from the common split: {', '.join(test.missing)}"
-            found.append(DatasetPair("300-W", train, test, "inter_ocular", "real", note))
+            found.append(_split_pair("300-W", train, test, "inter_ocular", "real", note))
     return found
 
 
-def fixture_datasets(folder: str | Path | None = None) -> list[DatasetPair]:
+def fixture_datasets(folder: str | Path | None = None) -> list[dict[str, Any]]:
     """Tiny CUHK and 300-W datasets written in their documented formats by
     :mod:`lmklib.data.fixtures` (the stand-in when no real data is present)."""
-    from .data import fixtures
-    from .data.formats.cuhk import CUHK5Point
-    from .data.formats.w300 import W300
+    from ..data import fixtures
+    from ..data.formats.cuhk import CUHK5Point
+    from ..data.formats.w300 import W300
 
     folder = Path(folder or tempfile.mkdtemp(prefix="lmk-fixtures-"))
     cuhk, w300 = folder / "cuhk_5pt", folder / "300w"
     fixtures.write_cuhk_fixture(cuhk, n_train=8, n_test=6)
     fixtures.write_300w_fixture(w300, n_per_folder=3)
-    return [DatasetPair("CUHK 5-point fixture", CUHK5Point(cuhk, "train"), CUHK5Point(cuhk, "test"),
+    return [_split_pair("CUHK 5-point fixture", CUHK5Point(cuhk, "train"), CUHK5Point(cuhk, "test"),
                         "bbox_width", "fixture", "written by lmklib.data.fixtures"),
-            DatasetPair("300-W fixture", W300(w300, "train"), W300(w300, "common"),
+            _split_pair("300-W fixture", W300(w300, "train"), W300(w300, "common"),
                         "inter_ocular", "fixture", "written by lmklib.data.fixtures")]
 
 
-def evaluate_baseline(pair: DatasetPair, max_test: int | None = None) -> dict[str, Any]:
+def evaluate_baseline(pair: dict[str, Any], max_test: int | None = None) -> dict[str, Any]:
     """Fit the mean shape on the train split, predict the test split (first ``max_test``)."""
-    model = MeanShape().fit(pair.train.landmarks_array(), pair.train.boxes_array())
-    gt, boxes = pair.test.landmarks_array(), pair.test.boxes_array()
+    model = MeanShape().fit(pair["train"].landmarks_array(), pair["train"].boxes_array())
+    gt, boxes = pair["test"].landmarks_array(), pair["test"].boxes_array()
     if max_test is not None:
         gt, boxes = gt[:max_test], boxes[:max_test]
     pred = model.predict(boxes)
-    scheme = pair.test.scheme
-    per_face = metrics.nme(pred, gt, norm=pair.norm, scheme=scheme, boxes=boxes, reduce="none")
-    return {"dataset": pair.name, "n_test": len(gt), "norm": pair.norm, "per_face": per_face,
+    scheme = pair["test"].scheme
+    per_face = metrics.nme(pred, gt, norm=pair["norm"], scheme=scheme, boxes=boxes, reduce="none")
+    return {"dataset": pair["name"], "n_test": len(gt), "norm": pair["norm"], "per_face": per_face,
             "nme": float(np.nanmean(per_face)),
             "failure_rate_10": metrics.failure_rate(per_face, 0.10),
-            "auc_10": metrics.auc(per_face, 0.10), "source": pair.source, "note": pair.note,
+            "auc_10": metrics.auc(per_face, 0.10), "source": pair["source"], "note": pair["note"],
             "prediction": pred, "ground_truth": gt, "boxes": boxes}
 
 
 def synthetic_split(n: int, size: int, seed: int, **kwargs) -> dict[str, np.ndarray]:
     """Synthetic 68-point faces (see :mod:`lmklib.data.synthetic`)."""
-    from .data.synthetic import generate
+    from ..data.synthetic import generate
 
     return generate(n, size=size, seed=seed, scheme="ibug68", **kwargs)
 
@@ -125,7 +117,7 @@ def train_simple_cnn(train: dict[str, np.ndarray], epochs: int, batch_size: int,
     AdamW with a 5 % warm-up and cosine decay per batch, the head starting at the mean shape."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from .train import fit
+    from ..train import fit
 
     torch.set_num_threads(threads)
     images = torch.from_numpy(train["images"]).permute(0, 3, 1, 2).float() / 255

@@ -1,0 +1,1 @@
+"""One module per notebook: its profiles, data recipe, training and evaluation."""
