@@ -211,7 +211,7 @@ def pil_crop(image: torch.Tensor, box, out_size: Size, scale: float = 1.0,
     cx, cy = (x0 - w * m + 0.5) / k, (y0 - h * m + 0.5) / k
     out = im.transform((ow, oh), Image.AFFINE, (ax, 0, cx, 0, ay, cy), resample=Image.BILINEAR,
                        fillcolor=0 if im.mode == "L" else (0,) * len(im.getbands()))
-    out = np.asarray(out, dtype=np.uint8)
+    out = np.array(out, dtype=np.uint8)   # a writable copy (torch warns on read-only arrays)
     return torch.from_numpy(np.ascontiguousarray(out[None] if out.ndim == 2
                                                  else out.transpose(2, 0, 1)))
 
@@ -344,13 +344,14 @@ def boxes_from_points(points, geometry: BoxGeometry | None = None) -> np.ndarray
     p = np.asarray(points, dtype=np.float64)
     finite = np.isfinite(p).all(-1)
     empty = ~finite.any(-1)
-    if empty.any():   # nanmin of an all-NaN row warns; give those rows a NaN box instead
-        p = np.where(empty[..., None, None], 0.0, p)
+    # a point with a NaN coordinate is missing; a face with no point at all gets a NaN box (its
+    # points are zeroed first only so that nanmin does not warn)
+    q = np.where((finite | empty[..., None])[..., None], np.where(empty[..., None, None], 0.0, p),
+                 np.nan)
     if geometry is None:
-        q = np.where(finite[..., None], p, np.nan)
         out = np.concatenate([np.nanmin(q, -2), np.nanmax(q, -2)], -1)
     else:
-        centre, s = _point_extent(np.where(finite[..., None], p, np.nan), geometry.side)
+        centre, s = _point_extent(q, geometry.side)
         c = centre + np.stack([geometry.dx * s, geometry.dy * s], -1)
         half = (geometry.ratio * s / 2)[..., None]
         out = np.concatenate([c - half, c + half], -1)
