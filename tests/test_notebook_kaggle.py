@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from lmklib.models import kaggle as K
+from lmklib.papers.kaggle_keypoints_he import experiments as kx
 from lmklib.profile import count_parameters
 
 pytestmark = pytest.mark.slow
@@ -27,14 +27,14 @@ def run(run_smoke_notebook):
 
 
 def check_common(r, source):
-    smoke = K.get_profile("smoke")
+    smoke = kx.get_profile("smoke")
     assert r["dataset_source"]["value"] == source
     for model in ("mlp", "cnn", "cascade"):
         entry = r[f"rmse_{model}"]
         assert entry["unit"] == "px" and entry["dataset"] == source
         assert 0 < entry["value"] < 96 and math.isfinite(entry["value"])
-    assert r["params_mlp"]["value"] == count_parameters(K.build(smoke["mlp"]))
-    assert r["params_cnn"]["value"] == count_parameters(K.build(smoke["cnn"]))
+    assert r["params_mlp"]["value"] == count_parameters(kx.build(smoke["mlp"]))
+    assert r["params_cnn"]["value"] == count_parameters(kx.build(smoke["cnn"]))
     assert r["rmse_gain_cnn_over_mlp"]["value"] == pytest.approx(
         r["rmse_mlp"]["value"] - r["rmse_cnn"]["value"])
     assert isinstance(r["cnn_beats_mlp"]["value"], bool)

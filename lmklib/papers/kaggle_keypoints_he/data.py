@@ -14,9 +14,21 @@
    writer. The CSVs are built once into ``lmklib.paths.cache_root()/kaggle_from_300w/<key>/``.
 3. ``"synthetic"``: rendered faces from :mod:`lmklib.data.synthetic` (no real data at all).
 
+Every split is a :class:`~lmklib.data.faces.FaceCrops` made by
+:meth:`~lmklib.data.faces.FaceCrops.from_images`: each 96x96 row is its own frame (the crop
+was made by the competition, by :func:`build_from_w300` or by the renderer), so the affine is
+the identity, ``gt`` equals ``points`` (in float64), and ``boxes`` is the whole frame
+``(-0.5, -0.5, 95.5, 95.5)`` (pixel centres at integers; the synthetic generator's own face
+boxes are not used). ``paths`` names each face: ``<csv file>:<row or ImageId>`` or
+``synthetic:<i>``.
+
 Arrays: images ``uint8`` ``[N, 1, 96, 96]``; points ``float32`` ``[N, 15, 2]`` ``(x, y)`` pixels,
-0-based (pixel centres at integers), NaN where missing, in Kaggle's order and "subject" sides
-(``left_eye_center`` is the subject's left eye, on the image right).
+0-based (pixel centres at integers), NaN where missing (``mask`` False), in Kaggle's order and
+"subject" sides (``left_eye_center`` is the subject's left eye, on the image right).
+
+The CSVs are read with :func:`lmklib.data.formats.kaggle.read_kaggle_csv`, not through its
+:class:`~lmklib.data.formats.kaggle.KaggleFacialKeypoints` dataset: that class knows only the
+``train``/``test`` files, and the 300-W build's labelled held-out faces are ``heldout.csv``.
 """
 
 from __future__ import annotations
@@ -24,14 +36,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .data.schemes import KAGGLE15, KAGGLE15_COLUMNS, convert_points
-from .paths import cache_root, data_root as resolve_data_root
+from ...data.faces import FaceCrops
+from ...data.schemes import KAGGLE15, KAGGLE15_COLUMNS, convert_points
+from ...paths import cache_root, data_root as resolve_data_root
 
 #: Sub-folders of the data root searched for the competition CSVs, in order.
 KAGGLE_DIRS = ("kaggle_keypoints", "facial-keypoints-detection", "kaggle", ".")
@@ -43,39 +56,24 @@ W300_TEST = ("helen/testset",)
 KAGGLE_ALWAYS = ("left_eye_center", "right_eye_center", "nose_tip", "mouth_center_bottom_lip")
 
 
-@dataclass
-class KeypointSplit:
-    """One split: ``images`` uint8 ``[N, 1, S, S]``, ``points`` float32 ``[N, 15, 2]`` (NaN =
-    missing), ``ids`` one identifier per row."""
-
-    images: torch.Tensor
-    points: torch.Tensor
-    ids: list = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def subset(self, index) -> "KeypointSplit":
-        index = torch.as_tensor(index, dtype=torch.long)
-        return KeypointSplit(self.images[index], self.points[index],
-                             [self.ids[i] for i in index.tolist()] if self.ids else [])
-
-    def complete_rows(self) -> int:
-        return int(torch.isfinite(self.points).all(dim=(1, 2)).sum())
+def complete_rows(faces: FaceCrops) -> int:
+    """How many faces have all their keypoints."""
+    return int(faces.mask.all(dim=1).sum())
 
 
 @dataclass
 class KeypointData:
-    """Train/validation/held-out splits plus what they were made of.
+    """Train/validation/held-out splits (each a :class:`~lmklib.data.faces.FaceCrops`) plus
+    what they were made of.
 
     ``source`` is ``"kaggle"``, ``"300w"`` or ``"synthetic"``; ``description`` says it in words
     for the report; ``test_csv`` / ``lookup_csv`` are the unlabelled Kaggle-style test files
     (``None`` when absent) that a submission can be written for.
     """
 
-    train: KeypointSplit
-    val: KeypointSplit
-    test: KeypointSplit
+    train: FaceCrops
+    val: FaceCrops
+    test: FaceCrops
     source: str
     description: str
     folder: Path | None = None
@@ -85,7 +83,7 @@ class KeypointData:
     def summary(self) -> dict:
         return {"source": self.source, "description": self.description,
                 **{f"n_{k}": len(getattr(self, k)) for k in ("train", "val", "test")},
-                **{f"complete_{k}": getattr(self, k).complete_rows()
+                **{f"complete_{k}": complete_rows(getattr(self, k))
                    for k in ("train", "val", "test")}}
 
 
@@ -142,8 +140,7 @@ def crop_faces(images: torch.Tensor, points68: np.ndarray, size: int = 96,
     Returns:
         ``(crops [N, 1, size, size] uint8, points [N, 15, 2] float64)``.
     """
-    from .data.geometry import boxes_from_points
-    from .data.transforms import apply_affine, crop_batch
+    from ...data.geometry import apply_affine, boxes_from_points, crop_batch
 
     rng = np.random.default_rng(seed)
     n = len(points68)
@@ -163,7 +160,7 @@ def _read_w300(folder: Path, subsets: tuple[str, ...],
                limit: int | None = None) -> tuple[torch.Tensor, np.ndarray, list]:
     """The faces of ``subsets`` (the first ``limit`` of each, or all) as grayscale
     ``[N, 1, H, W]`` (they must share one size)."""
-    from .data.formats.w300 import W300
+    from ...data.formats.w300 import W300
 
     images, points, ids = [], [], []
     for sub in subsets:
@@ -191,8 +188,8 @@ def build_from_w300(w300_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     ``build.json`` already matches the settings. ``limit`` keeps only the first faces of
     each sub-folder (smoke runs).
     """
-    from .data.formats import kaggle as kfmt
-    from .reports import atomic_write_json
+    from ...data.formats import kaggle as kfmt
+    from ...reports import atomic_write_json
 
     w300_dir = Path(w300_dir)
     settings = {"source": str(w300_dir.resolve()), "size": size, "crop_scale": crop_scale,
@@ -221,39 +218,43 @@ def build_from_w300(w300_dir: str | os.PathLike, out_dir: str | os.PathLike | No
 
 
 # --------------------------------------------------------------------------- loading
-def _split(images: np.ndarray, points: np.ndarray, ids: list) -> KeypointSplit:
-    im = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
-    if im.dim() == 3:
-        im = im[:, None]
-    return KeypointSplit(im, torch.as_tensor(np.asarray(points), dtype=torch.float32), list(ids))
+def _faces(images: np.ndarray, points: np.ndarray, paths: list[str], name: str) -> FaceCrops:
+    """Rows that are their own 96x96 frame as :class:`FaceCrops` (identity affine, the whole
+    frame as box: see the module docstring)."""
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    n, s = len(images), images.shape[-1]
+    frame = np.tile([-0.5, -0.5, s - 0.5, s - 0.5], (n, 1))
+    return FaceCrops.from_images(images, points, frame, name=name, paths=paths, scheme="kaggle15")
 
 
-def _read_training(path: Path) -> KeypointSplit:
-    from .data.formats import kaggle as kfmt
+def _read_csv(path: Path, name: str) -> FaceCrops:
+    from ...data.formats import kaggle as kfmt
 
     ids, images, points = kfmt.read_kaggle_csv(path)
-    return _split(images, points, [int(i) for i in ids])
+    return _faces(images, points, [f"{path}:{int(i)}" for i in ids], name)
 
 
-def _shuffle_split(split: KeypointSplit, fractions: tuple[float, ...], seed: int) -> list:
+def _shuffle_split(faces: FaceCrops, fractions: tuple[float, ...], seed: int) -> list[FaceCrops]:
     """Seeded random partition into ``len(fractions) + 1`` parts (the last takes the rest)."""
-    order = np.random.default_rng(seed).permutation(len(split))
-    sizes = [int(round(f * len(split))) for f in fractions]
+    order = np.random.default_rng(seed).permutation(len(faces))
+    sizes = [int(round(f * len(faces))) for f in fractions]
     cuts = np.cumsum(sizes)
     parts = np.split(order, cuts)
-    return [split.subset(np.sort(p)) for p in parts]
+    return [faces.subset(np.sort(p)) for p in parts]
 
 
-def hide_keypoints(split: KeypointSplit, fraction: float, seed: int = 0) -> KeypointSplit:
-    """Copy of ``split`` where a seeded ``fraction`` of rows keep only the four points that
-    Kaggle's partial rows keep (:data:`KAGGLE_ALWAYS`); the rest become NaN."""
-    points = split.points.clone()
-    rows = np.random.default_rng(seed).random(len(split)) < fraction
+def hide_keypoints(faces: FaceCrops, fraction: float, seed: int = 0) -> FaceCrops:
+    """Copy of ``faces`` where a seeded ``fraction`` of rows keep only the four points that
+    Kaggle's partial rows keep (:data:`KAGGLE_ALWAYS`); the rest become NaN (``mask`` False)."""
+    points, gt = faces.points.clone(), faces.gt.clone()
+    rows = np.random.default_rng(seed).random(len(faces)) < fraction
     keep = [KAGGLE15.names.index(n) for n in KAGGLE_ALWAYS]
     drop = [i for i in range(KAGGLE15.num_points) if i not in keep]
-    points[torch.as_tensor(np.flatnonzero(rows), dtype=torch.long)[:, None],
-           torch.as_tensor(drop)[None, :]] = float("nan")
-    return KeypointSplit(split.images, points, split.ids)
+    at = (torch.as_tensor(np.flatnonzero(rows), dtype=torch.long)[:, None],
+          torch.as_tensor(drop)[None, :])
+    points[at] = float("nan")
+    gt[at] = float("nan")
+    return replace(faces, points=points, gt=gt, mask=torch.isfinite(points).all(-1))
 
 
 def load_keypoint_data(dataset: str = "auto", root: str | os.PathLike | None = None,
@@ -278,10 +279,10 @@ def load_keypoint_data(dataset: str = "auto", root: str | os.PathLike | None = N
     folder = test_csv = lookup = None
     if source == "kaggle":
         folder = find_kaggle_dir(base)
-        pool = _read_training(folder / "training.csv")
+        pool = _read_csv(folder / "training.csv", "Kaggle training.csv")
         test, val, train = _shuffle_split(pool, (test_fraction, val_fraction), seed)
         desc = (f"Kaggle Facial Keypoints training.csv ({len(pool)} faces, "
-                f"{pool.complete_rows()} with all 15 points); {len(test)} held out as test")
+                f"{complete_rows(pool)} with all 15 points); {len(test)} held out as test")
         test_csv = folder / "test.csv" if (folder / "test.csv").is_file() else None
         lookup = folder / "IdLookupTable.csv" if (folder / "IdLookupTable.csv").is_file() else None
     elif source == "300w":
@@ -289,7 +290,8 @@ def load_keypoint_data(dataset: str = "auto", root: str | os.PathLike | None = N
         limit = None if max_train is None else max_train + 2 * (max_eval or max_train)
         folder = build_from_w300(find_w300_dir(base), crop_scale=crop_scale, jitter=jitter,
                                  seed=0, limit=limit)
-        pool, test = _read_training(folder / "training.csv"), _read_training(folder / "heldout.csv")
+        pool = _read_csv(folder / "training.csv", "300-W as Kaggle (AFW + HELEN train)")
+        test = _read_csv(folder / "heldout.csv", "300-W as Kaggle (HELEN test)")
         val, train = _shuffle_split(pool, (val_fraction,), seed)
         desc = (f"Kaggle-format set built from real 300-W faces (NOT Kaggle's data): "
                 f"{' + '.join(W300_TRAIN)} ({len(pool)} faces) for training/validation, "
@@ -297,13 +299,13 @@ def load_keypoint_data(dataset: str = "auto", root: str | os.PathLike | None = N
                 f"68->15 points")
         test_csv, lookup = folder / "test.csv", folder / "IdLookupTable.csv"
     else:
-        from .data.synthetic import generate
+        from ...data.synthetic import generate
 
         # faces fill most of the frame, as Kaggle's do (the generator's default is smaller)
         g = generate(n_synthetic, size=96, seed=seed, scheme="kaggle15", grayscale=True,
                      scale_range=(0.6, 0.75), max_yaw=30.0)
-        pool = _split(np.asarray(g["images"])[..., 0], g["landmarks"],
-                      [f"synthetic:{i}" for i in range(n_synthetic)])
+        pool = _faces(np.asarray(g["images"])[..., 0], g["landmarks"],
+                      [f"synthetic:{i}" for i in range(n_synthetic)], "synthetic faces")
         test, val, train = _shuffle_split(pool, (test_fraction, val_fraction), seed)
         desc = (f"synthetic rendered faces ({n_synthetic}, no real data found under {base}); "
                 "numbers are NOT comparable with Kaggle's")
@@ -314,4 +316,6 @@ def load_keypoint_data(dataset: str = "auto", root: str | os.PathLike | None = N
         train = train.subset(range(min(max_train, len(train))))
     if max_eval is not None:
         val, test = (s.subset(range(min(max_eval, len(s)))) for s in (val, test))
+    train, val, test = (replace(s, name=f"{s.name}: {part}")
+                        for s, part in ((train, "train"), (val, "validation"), (test, "test")))
     return KeypointData(train, val, test, source, desc, folder, test_csv, lookup)
