@@ -359,9 +359,3 @@ def inference_storage_bits(model: nn.Module) -> int:
     bits += 32 * sum(b.numel() for n, b in model.named_buffers() if not n.endswith("num_batches_tracked"))
     return bits
 
-
-def count_parameters(model: nn.Module, training_only: bool = True) -> int:
-    """Learnable parameters; ``training_only=False`` drops the amplitude matrices (not needed
-    at inference), which makes ACN's count equal to the CNN's plus nothing."""
-    return sum(p.numel() for n, p in model.named_parameters()
-               if training_only or not n.endswith("amplitude"))

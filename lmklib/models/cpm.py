@@ -68,19 +68,15 @@ class CPM(nn.Module):
         return outs
 
 
-def gaussian_heatmaps(points: torch.Tensor, size: int, stride: int = 4,
-                      sigma: float = 1.0) -> torch.Tensor:
-    """Target heatmaps ``[N, K, size, size]`` for ``points`` ``[N, K, 2]`` (input pixels,
-    0-based); heatmap pixel j covers input pixels ``[j*stride, (j+1)*stride)``. The Gaussians are
-    :func:`lmklib.data.heatmaps.gaussian_heatmaps` on the points mapped to heatmap pixels."""
-    from ..data import heatmaps
-
-    return heatmaps.gaussian_heatmaps(heatmaps.image_to_heatmap(points, stride), size, sigma)
-
-
 def decode_heatmaps(h: torch.Tensor, stride: int = 4) -> torch.Tensor:
     """Argmax with the usual quarter-pixel shift towards the higher neighbour; returns
-    ``[N, K, 2]`` in input pixels (0-based)."""
+    ``[N, K, 2]`` in input pixels (0-based) of an image ``stride`` times larger.
+
+    Not :func:`lmklib.data.heatmaps.decode_heatmaps` (``"quarter_offset"``), whose results differ
+    on network outputs: here the maps are zero-padded, so a peak on the border still moves a
+    quarter pixel (towards the inside when its inner neighbour is positive, outwards when it is
+    negative), where the data version does not move it; and a map with no positive value
+    decodes to its argmax here, to NaN there. The Tables 3-4 numbers are made with this one."""
     n, k, hh, ww = h.shape
     flat = h.reshape(n, k, -1).argmax(-1)
     y, x = (flat // ww).to(h.dtype), (flat % ww).to(h.dtype)

@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from lmklib import profile
+from lmklib.data.heatmaps import gaussian_heatmaps, image_to_heatmap
 from lmklib.models.acn import (KERNEL_STRUCTURES, MODES, AConv2d, XNORConv2d, acn_net,
                                amplitude_loss, inference_storage_bits, make_optimizer, mse_loss)
-from lmklib.models.cpm import CPM, decode_heatmaps, gaussian_heatmaps
+from lmklib.models.cpm import CPM, decode_heatmaps
 
 # Table 2 reports 0.06M / 0.09M / 0.15M / 0.16M; the exact counts of our backbone.
 EXPECTED_PARAMS = {"10-20-40-80": 61_840, "20-40-60-80": 88_250, "40-60-80-100": 147_050,
@@ -149,5 +150,5 @@ def test_cpm_shapes_and_heatmap_round_trip(mode):
     outs = net(torch.randn(2, 3, 32, 32))
     assert len(outs) == 3 and outs[-1].shape == (2, 5, 8, 8)
     pts = torch.tensor([[[5.0, 9.0], [20.0, 13.0], [1.5, 30.0], [16.0, 16.0], [27.0, 3.0]]])
-    back = decode_heatmaps(gaussian_heatmaps(pts, 8, 4, 1.0), 4)
+    back = decode_heatmaps(gaussian_heatmaps(image_to_heatmap(pts, 4), 8, 1.0), 4)
     assert (back - pts).abs().max() <= 2.0     # within half a heatmap pixel

@@ -1,25 +1,32 @@
-"""Experiments of Chen et al. 2020 (ACN): profiles, data, training and evaluation.
+"""Experiments of Chen et al. 2020 (ACN): profiles, data recipe, training and evaluation.
 
 Used by ``notebooks/03_acn.ipynb``; the models live in :mod:`lmklib.models.acn`,
-:mod:`lmklib.models.cpm` and :mod:`lmklib.models.acn_bitpacked`.
+:mod:`lmklib.models.cpm` and :mod:`lmklib.models.acn_bitpacked`. Every face set is a
+:class:`~lmklib.data.faces.FaceCrops` built by :func:`~lmklib.data.faces.load_face_crops`.
 
 Data conventions
 ----------------
-* 5-point faces (Table 2): the face box is cropped square (``CropToBox``) and resized to a
-  39x39 grayscale image, decoded once into the on-disk cache (:class:`CachedDataset`). Targets
+* 5-point faces (Table 2): the face box is cropped square (``CropPolicy(39, "L")``: ``CropToBox``,
+  the torch resampler) to a 39x39 grayscale image, decoded once into the on-disk cache. Targets
   are the crop-pixel coordinates divided by 39; predictions are mapped back to the original image
   and scored there with NME normalised by the width of the data's own face box
   (``norm="bbox_width"``, the protocol of Sun et al. whose data and boxes these are; the paper
   calls it "face size").
+* Sets without CUHK-like detector boxes (BioID, 300-W, AFLW2000-3D; CelebA where a box is
+  missing) get a square box placed on their ground-truth 5 points with the CUHK training boxes'
+  geometry (:func:`~lmklib.data.geometry.fit_box_geometry` with ``side="max"``,
+  ``stat="median"``, then :func:`~lmklib.data.geometry.boxes_from_points`).
 * 300-W (Tables 3-4): the ``300w_subset`` images are already 256x256 face crops; they are
-  resized to ``cpm.size`` and scored with the inter-ocular (outer eye corners) NME.
+  resized whole to ``cpm.size`` (``CropPolicy(size, "RGB", box="image")``) and scored in that
+  resized frame with the inter-ocular (outer eye corners) NME.
+* Subsets of a profile (``n_train`` ...) are drawn with :func:`keep_indices` (seed 0), before
+  anything is decoded.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +34,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from . import metrics
-from .models.acn import (KERNEL_STRUCTURES, acn_net, amplitude_loss, make_optimizer, mse_loss)
-from .models.cpm import CPM, cpm_loss, decode_heatmaps, gaussian_heatmaps
-from .train import fit
+from .. import metrics
+from ..data import heatmaps
+from ..data.faces import CropPolicy, FaceCrops, load_face_crops
+from ..data.geometry import BoxGeometry
+from ..models.acn import KERNEL_STRUCTURES, acn_net, amplitude_loss, make_optimizer, mse_loss
+from ..models.cpm import CPM, cpm_loss, decode_heatmaps
+from ..train import fit
 
 MODELS = {"cnn": "full-precision CNN", "acn": "ACN", "acn1bit": "1-bit ACN", "xnor": "XNOR-Net"}
 
@@ -71,131 +81,67 @@ def resolve_profile(profile: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- face crops
-@dataclass
-class FaceCrops:
-    """Faces cropped to ``size`` x ``size``.
+def keep_indices(n_total: int, n: int | None) -> np.ndarray | None:
+    """The records a profile keeps: ``n`` of ``n_total`` drawn without replacement with seed 0
+    (the same faces in every run), sorted; None keeps all.
 
-    images: uint8 ``[N, C, S, S]``; points: ``[N, K, 2]`` crop pixels; affines: ``[N, 2, 3]``
-    original image -> crop; gt: ``[N, K, 2]`` original pixels; boxes: ``[N, 4]`` original face
-    boxes (x0, y0, x1, y1); paths: the source image of each face.
-    """
-
-    name: str
-    images: np.ndarray
-    points: np.ndarray
-    affines: np.ndarray
-    gt: np.ndarray
-    boxes: np.ndarray
-    paths: list[str] = field(default_factory=list)
-    note: str = ""
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def subset(self, idx) -> "FaceCrops":
-        idx = np.asarray(idx)
-        return FaceCrops(self.name, self.images[idx], self.points[idx], self.affines[idx],
-                         self.gt[idx], self.boxes[idx], [self.paths[i] for i in idx], self.note)
-
-
-def _keep(dataset, n: int | None):
-    """Keep a fixed random subset of ``n`` records (seed 0: the same faces in every run) before
-    anything is decoded, so a small profile caches only what it uses."""
-    if n is not None and n < len(dataset):
-        keep = np.sort(np.random.default_rng(0).choice(len(dataset), n, replace=False))
-        dataset.records = [dataset.records[i] for i in keep]
-    return dataset
-
-
-def _from_cache(cache, name: str, note: str = "") -> FaceCrops:
-    a, meta = cache.arrays, cache._meta
-    gt = np.stack([np.asarray(r.landmarks) for r in cache.dataset.records])
-    return FaceCrops(name, np.array(a["image"]), np.array(a["landmarks"], np.float64),
-                     np.array(a["affine"]), gt, cache.dataset.boxes_array(),
-                     [m.get("path", "") for m in meta], note)
+    This is ``rng(0).choice``, not :func:`lmklib.data.faces.fixed_subset` (a permutation draw,
+    other faces): the ACN notebook drew its subsets this way before the shared data layer
+    existed, and keeps the draws so that its numbers do not change."""
+    if n is None or n >= n_total:
+        return None
+    return np.sort(np.random.default_rng(0).choice(n_total, n, replace=False))
 
 
 def cuhk_crops(root: str | Path, split: str, n: int | None = None, size: int = 39) -> FaceCrops:
     """CUHK 5-point faces (``root`` = the ``cuhk_5pt`` folder), decoded once into the cache."""
-    from .data.cache import CachedDataset
-    from .data.formats.cuhk import CUHK5Point
-    from .data.transforms import CropToBox
+    from ..data.formats.cuhk import CUHK5Point
 
-    ds = _keep(CUHK5Point(root, split, image_mode="L"), n)
-    cache = CachedDataset(ds, pre_transform=CropToBox(size))
-    return _from_cache(cache, f"LFW+Webface {split}")
+    ds = CUHK5Point(root, split, image_mode="L")
+    return load_face_crops(ds, CropPolicy(size, "L"), name=f"LFW+Webface {split}",
+                           indices=keep_indices(len(ds), n))
 
 
 def synthetic_crops(n: int, seed: int, size: int = 39) -> FaceCrops:
-    """Synthetic 5-point gray faces (used when the CUHK data are absent)."""
-    from .data.synthetic import SyntheticFaces
-    from .data.transforms import CropToBox
+    """Synthetic 5-point gray faces (96x96 renders, yaw up to 40 degrees) cropped like the CUHK
+    faces; used when the CUHK data are absent. Decoded in memory (the renderer is the decoder)."""
+    from ..data.synthetic import SyntheticFaces
 
     ds = SyntheticFaces(n, size=96, scheme="cuhk5", seed=seed, grayscale=True, max_yaw=40)
-    crop = CropToBox(size)
-    samples = [crop(ds[i]) for i in range(n)]
-    return FaceCrops(f"synthetic (seed {seed})", np.stack([s["image"].numpy() for s in samples]),
-                     np.stack([s["landmarks"].numpy() for s in samples]).astype(np.float64),
-                     np.stack([s["meta"]["affine"] for s in samples]), ds.landmarks_array(),
-                     ds.boxes_array(), [s["meta"]["path"] for s in samples],
-                     "synthetic faces: the CUHK data were not found")
+    return load_face_crops(ds, CropPolicy(size, "L"), name=f"synthetic (seed {seed})",
+                           note="synthetic faces: the CUHK data were not found", cache=False)
 
 
-def box_geometry(crops: FaceCrops) -> np.ndarray:
-    """How a data set's face boxes sit on its 5 points: the medians of ``(box centre - points
-    centre) / s`` (x, y) and ``box side / s``, with ``s`` = the larger side of the points' box."""
-    p5, b = crops.gt, crops.boxes
-    lo, hi = p5.min(1), p5.max(1)
-    c5, s5 = (lo + hi) / 2, (hi - lo).max(1)
-    cb, sb = (b[:, :2] + b[:, 2:]) / 2, np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
-    return np.median(np.c_[(cb - c5) / s5[:, None], sb / s5], axis=0)
-
-
-def boxes_from_points(p5: np.ndarray, geometry: np.ndarray) -> np.ndarray:
-    """Square face boxes ``[N, 4]`` placed on 5 points ``[N, 5, 2]`` with :func:`box_geometry`
-    (an ideal detector with the training set's box convention)."""
-    lo, hi = np.nanmin(p5, 1), np.nanmax(p5, 1)
-    c5, s5 = (lo + hi) / 2, (hi - lo).max(1)
-    c = c5 + geometry[:2] * s5[:, None]
-    half = geometry[2] * s5[:, None] / 2
-    return np.c_[c - half, c + half]
-
-
-def five_point_crops(dataset, name: str, geometry: np.ndarray | None = None,
+def five_point_crops(dataset, name: str, geometry: BoxGeometry | None = None,
                      n: int | None = None, size: int = 39, note: str = "",
                      replace_boxes: bool = True) -> FaceCrops:
-    """Crop any 5-point (or 68-point, converted) ``LandmarkDataset`` like the training faces.
+    """Crop any 5-point (or 68-point, converted with :func:`ibug68_to_cuhk5`)
+    ``LandmarkDataset`` like the training faces.
 
     With ``geometry`` the face boxes are placed on the ground-truth 5 points
-    (:func:`boxes_from_points`): all of them if ``replace_boxes`` (sets without a detector box
-    in the CUHK convention), else only where a record has no box."""
-    import hashlib
+    (:func:`~lmklib.data.geometry.boxes_from_points`): all of them if ``replace_boxes`` (sets
+    without a detector box in the CUHK convention, ``box="points"``), else only where a record
+    has no box (``box="points_if_missing"``). Without it the data's own boxes are cropped."""
+    from ..data.schemes import CUHK5, ibug68_to_cuhk5
 
-    from .data.cache import CachedDataset
-    from .data.schemes import ibug68_to_cuhk5
-    from .data.transforms import CropToBox
-
-    _keep(dataset, n)
+    converted = False
     for r in dataset.records:
         if r.landmarks.shape[0] == 68:
             r.landmarks = ibug68_to_cuhk5(r.landmarks)
-    if geometry is not None:
-        boxes = boxes_from_points(np.stack([r.landmarks for r in dataset.records]), geometry)
-        for r, b in zip(dataset.records, boxes):
-            if replace_boxes or r.box is None:
-                r.box = b
-    digest = hashlib.sha1(np.stack([r.box if r.box is not None else np.zeros(4)
-                                    for r in dataset.records]).tobytes()).hexdigest()[:12]
-    key = f"acn-{type(dataset).__name__}-{len(dataset)}-{size}-{digest}"
-    cache = CachedDataset(dataset, key=key, pre_transform=CropToBox(size))
-    return _from_cache(cache, name, note=note)
+            converted = True
+    if converted:
+        dataset.scheme = CUHK5
+    box = "data" if geometry is None else ("points" if replace_boxes else "points_if_missing")
+    policy = CropPolicy(size, "L", box=box, geometry=geometry)
+    return load_face_crops(dataset, policy, name=name, note=note,
+                           indices=keep_indices(len(dataset), n))
 
 
-def w300_five_point_crops(root: str | Path, geometry: np.ndarray, n: int | None = None,
+def w300_five_point_crops(root: str | Path, geometry: BoxGeometry, n: int | None = None,
                           size: int = 39) -> FaceCrops:
     """Every 300-W face under ``root`` as a 5-point face (eye centres, nose tip, mouth corners
     from the 68, :func:`ibug68_to_cuhk5`), boxed by :func:`boxes_from_points`."""
-    from .data.formats.w300 import W300
+    from ..data.formats.w300 import W300
 
     parts = [s for s in ("afw", "helen/trainset", "helen/testset", "lfpw/trainset",
                          "lfpw/testset", "ibug") if (Path(root) / s).is_dir()]
@@ -206,11 +152,13 @@ def w300_five_point_crops(root: str | Path, geometry: np.ndarray, n: int | None 
                             "with the CUHK training boxes' geometry")
 
 
-def standardise(images: np.ndarray) -> torch.Tensor:
-    """uint8 ``[N, C, H, W]`` -> float32, each image to zero mean and unit standard deviation
-    (our choice; the paper does not say; it removes the lighting differences of the web faces,
-    worth ~0.6 % NME in the quick profile)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).float()
+def standardise(images) -> torch.Tensor:
+    """uint8 ``[N, C, H, W]`` (tensor or array) -> float32, each image to zero mean and unit
+    standard deviation (our choice; the paper does not say; it removes the lighting differences
+    of the web faces, worth ~0.6 % NME in the quick profile)."""
+    if not isinstance(images, torch.Tensor):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    x = images.float()
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return (x - mean) / (x.std(dim=(1, 2, 3), keepdim=True) + 1.0)
 
@@ -227,9 +175,10 @@ def train_landmark_net(structure: str, mode: str, train: FaceCrops, cfg: dict, s
     """Train one Table 2 network; returns ``(model, history DataFrame)``. History columns:
     ``train_loss`` (L_S + L_A), ``mse`` (L_S, Eq. 5), ``amp`` (L_A, Eq. 4), ``seconds``."""
     torch.manual_seed(seed)
-    size = train.images.shape[-1]
+    size = train.size
     model = acn_net(structure, mode, input_size=size, dropout=cfg["dropout"], theta=cfg["theta"])
-    x, y = standardise(train.images), torch.from_numpy(train.points / size).float()
+    # targets in units of the crop side, divided in float64 as they always were
+    x, y = standardise(train.images), (train.points.double() / size).float()
     g = torch.Generator().manual_seed(seed)
     loader = DataLoader(TensorDataset(x, y), batch_size=cfg["batch_size"], shuffle=True,
                         generator=g)
@@ -252,15 +201,11 @@ def train_landmark_net(structure: str, mode: str, train: FaceCrops, cfg: dict, s
 
 @torch.no_grad()
 def predict_points(model: torch.nn.Module, crops: FaceCrops, batch: int = 512) -> np.ndarray:
-    """Predictions ``[N, K, 2]`` in the original images' pixels."""
-    from .data.transforms import invert_points
-
+    """Predictions ``[N, K, 2]`` in the original images' pixels (float64)."""
     model.eval()
-    size = crops.images.shape[-1]
-    out = [model(standardise(crops.images[i:i + batch])).numpy() * size
+    out = [model(standardise(crops.images[i:i + batch])).numpy() * crops.size
            for i in range(0, len(crops), batch)]
-    p = np.concatenate(out).astype(np.float64)
-    return np.stack([invert_points(p[i], crops.affines[i]) for i in range(len(p))])
+    return crops.to_image(np.concatenate(out).astype(np.float64))
 
 
 def face_nme(pred: np.ndarray, crops: FaceCrops) -> np.ndarray:
@@ -278,7 +223,7 @@ def run_table2(train: FaceCrops, tests: dict[str, FaceCrops], cfg: dict, seed: i
     """
     import pandas as pd
 
-    from .profile import count_parameters
+    from ..profile import count_parameters
 
     rows, models, hists, errors = [], {}, {}, {}
     for structure in cfg["structures"]:
@@ -297,48 +242,43 @@ def run_table2(train: FaceCrops, tests: dict[str, FaceCrops], cfg: dict, seed: i
 
 
 # --------------------------------------------------------------------------- 300-W (Tables 3-4)
-@dataclass
-class HeatmapFaces:
-    """300-W faces resized to ``size``: images uint8 ``[N, 3, S, S]``, points ``[N, 68, 2]``."""
-
-    name: str
-    images: np.ndarray
-    points: np.ndarray
-    paths: list[str]
-
-
-def w300_faces(root: str | Path, split: str, size: int, n: int | None = None) -> HeatmapFaces:
-    """A 300-W split (the sub-folders present; see :class:`W300`) resized to ``size``."""
-    from .data.cache import CachedDataset
-    from .data.formats.w300 import W300
-    from .data.transforms import Resize
+def w300_faces(root: str | Path, split: str, size: int, n: int | None = None) -> FaceCrops:
+    """A 300-W split (the sub-folders present; see :class:`W300`), each image resized whole to
+    ``size`` (``points`` are in that resized frame)."""
+    from ..data.formats.w300 import W300
 
     ds = W300(root, split, image_mode="RGB")
     if len(ds) == 0:
         raise FileNotFoundError(f"300-W split {split!r}: none of its folders {ds.missing} under {root}")
-    cache = CachedDataset(_keep(ds, n), pre_transform=Resize(size))
-    a = cache.arrays
-    return HeatmapFaces(f"300-W {split} ({', '.join(ds.present)})", np.array(a["image"]),
-                        np.array(a["landmarks"], np.float64), [m.get("path", "") for m in cache._meta])
+    return load_face_crops(ds, CropPolicy(size, "RGB", box="image"),
+                           name=f"300-W {split} ({', '.join(ds.present)})",
+                           indices=keep_indices(len(ds), n))
 
 
-def synthetic_heatmap_faces(n: int, size: int, seed: int) -> HeatmapFaces:
-    from .data.synthetic import generate
+def synthetic_heatmap_faces(n: int, size: int, seed: int) -> FaceCrops:
+    """``n`` synthetic 68-point RGB faces rendered at ``size`` (the render is the crop)."""
+    from ..data.synthetic import generate
 
     d = generate(n, size=size, seed=seed, scheme="ibug68")
-    return HeatmapFaces(f"synthetic 68-point (seed {seed})", d["images"].transpose(0, 3, 1, 2),
-                        d["landmarks"].astype(np.float64), [f"synthetic/{i}" for i in range(n)])
+    return FaceCrops.from_images(d["images"].transpose(0, 3, 1, 2), d["landmarks"], d["boxes"],
+                                 name=f"synthetic 68-point (seed {seed})",
+                                 paths=[f"synthetic/{i}" for i in range(n)], scheme="ibug68",
+                                 note="synthetic faces: 300-W was not found")
 
 
-def train_cpm(mode: str, train: HeatmapFaces, cfg: dict, seed: int = 0, progress: bool = False):
-    """Train one CPM-style network (Tables 3-4); returns ``(model, history)``."""
+def train_cpm(mode: str, train: FaceCrops, cfg: dict, seed: int = 0, progress: bool = False):
+    """Train one CPM-style network (Tables 3-4); returns ``(model, history)``.
+
+    Targets: :func:`lmklib.data.heatmaps.gaussian_heatmaps` of the points mapped to the
+    stride-4 heatmap (``size // 4`` pixels, the CPM's output after two 2x poolings)."""
     torch.manual_seed(seed)
     c = cfg["cpm"]
     model = CPM(68, mode, tuple(c["vgg_widths"]), c["stage_channels"], c["stages"],
                 c["stage_kernel"], in_channels=3, theta=cfg["theta"])
     hm = c["size"] // 4
     x = standardise(train.images)
-    y = gaussian_heatmaps(torch.from_numpy(train.points).float(), hm, 4, c["sigma"])
+    y = heatmaps.gaussian_heatmaps(heatmaps.image_to_heatmap(train.points.float(), 4), hm,
+                                   c["sigma"])
     g = torch.Generator().manual_seed(seed)
     loader = DataLoader(TensorDataset(x, y), batch_size=c["batch_size"], shuffle=True, generator=g)
     opt = make_optimizer(model, c["lr"], c["lr"], kind=c["optimizer"])
@@ -357,16 +297,22 @@ def train_cpm(mode: str, train: HeatmapFaces, cfg: dict, seed: int = 0, progress
 
 
 @torch.no_grad()
-def predict_cpm(model: CPM, faces: HeatmapFaces, batch: int = 64) -> np.ndarray:
+def predict_cpm(model: CPM, faces: FaceCrops, batch: int = 64) -> np.ndarray:
+    """Predictions ``[N, 68, 2]`` in the pixels of ``faces.images`` (float64)."""
     model.eval()
     out = [decode_heatmaps(model(standardise(faces.images[i:i + batch]))[-1]).numpy()
-           for i in range(0, len(faces.images), batch)]
+           for i in range(0, len(faces), batch)]
     return np.concatenate(out).astype(np.float64)
 
 
-def inter_ocular_nme(pred: np.ndarray, faces: HeatmapFaces) -> np.ndarray:
-    """Per-face NME ``[N]`` normalised by the outer-eye-corner distance (a fraction)."""
+def inter_ocular_nme(pred: np.ndarray, faces: FaceCrops) -> np.ndarray:
+    """Per-face NME ``[N]`` normalised by the outer-eye-corner distance (a fraction), scored in
+    the frame of ``faces.images`` against ``faces.points``."""
     return metrics.nme(pred, faces.points, norm="inter_ocular", scheme="ibug68", reduce="none")
+
+
+# --------------------------------------------------------------------------- the data root
+AFLW2000_FOLDERS = ("AFLW2000", "aflw2000", "AFLW2000-3D", "aflw2000_3d")
 
 
 def data_note(root: Path) -> dict[str, bool]:
@@ -377,9 +323,6 @@ def data_note(root: Path) -> dict[str, bool]:
             "celeba": (root / "celeba").is_dir() or (root / "CelebA").is_dir(),
             "bioid": (root / "bioid").is_dir() or (root / "BioID").is_dir(),
             "aflw2000": any((root / n).is_dir() for n in AFLW2000_FOLDERS)}
-
-
-AFLW2000_FOLDERS = ("AFLW2000", "aflw2000", "AFLW2000-3D", "aflw2000_3d")
 
 
 def w300_root(root: Path) -> Path | None:
