@@ -31,8 +31,26 @@ from typing import Any
 
 from .paths import PAPER_VALUES_DIR, reports_root
 
+#: How a result's ``dataset`` text names a catalog dataset (case-insensitive regular expressions).
+#: A text naming one that the data root does not hold is refused by :func:`record`: synthetic
+#: faces must never be labelled as a real dataset.
+DATASET_NAMES: dict[str, str] = {
+    "cuhk_5pt": r"cuhk|lfw|webface",
+    "300w": r"(?<!masked )(?<!masked_)(?<!masked-)\b300-?w\b(?![-_ ]?lp)|helen|lfpw|\bafw\b|ibug",
+    "masked_300w": r"masked[ _-]?300-?w",
+    "kaggle": r"kaggle(?![- ]format)",
+    "cofw": r"cofw",
+    "wflw": r"wflw",
+    "aflw2000_3d": r"aflw2000",
+    "300w_lp": r"300-?w[-_ ]?lp",
+    "bioid": r"bioid",
+    "celeba": r"celeba",
+}
+#: Words that declare a result computed on generated data, which is always accepted.
+GENERATED = ("synthetic", "fixture")
+
 _state: dict[str, Any] = {"dir": None, "name": None, "results": {}, "params": {}, "figures": {},
-                         "tables": {}}
+                         "tables": {}, "found": None}
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -132,9 +150,48 @@ def init(name: str, **params: Any) -> Path:
     env = os.environ.get("LMK_REPORT_DIR")
     folder = Path(env) if env else reports_root() / "_scratch" / name
     folder.mkdir(parents=True, exist_ok=True)
-    _state.update(dir=folder, name=name, results={}, params=_jsonable(params), figures={}, tables={})
+    _state.update(dir=folder, name=name, results={}, params=_jsonable(params), figures={}, tables={},
+                  found=_datasets_found(params.get("data_root")))
     _flush()
     return folder
+
+
+def _datasets_found(data_root: Any) -> dict[str, bool]:
+    """``{catalog name: present}`` for the run's data root (the notebook's ``data_root``
+    parameter, else ``$LMK_DATA_ROOT`` or ``data/``)."""
+    from .data import catalog
+    from .paths import data_root as resolve
+
+    return {k: v is not None for k, v in catalog.present(resolve(data_root or None)).items()}
+
+
+def data_kind(dataset: str) -> str:
+    """``"synthetic"``, ``"fixture"``, ``"real"`` (names a catalog dataset) or ``""`` (neither,
+    e.g. a timing's setting)."""
+    import re
+
+    low = dataset.lower()
+    for word in GENERATED:
+        if word in low:
+            return word
+    return "real" if any(re.search(p, low) for p in DATASET_NAMES.values()) else ""
+
+
+def check_dataset(dataset: str, found: dict[str, bool] | None = None) -> None:
+    """Raise ``ValueError`` if ``dataset`` names a catalog dataset that the run did not find
+    (``found``: ``{catalog name: present}``; default: what :func:`init` saw). Texts that say
+    ``synthetic`` or ``fixture`` are always accepted."""
+    import re
+
+    found = _state.get("found") if found is None else found
+    if not dataset or found is None or data_kind(dataset) != "real":
+        return
+    missing = [k for k, p in DATASET_NAMES.items()
+               if re.search(p, dataset.lower()) and not found.get(k, False)]
+    if missing:
+        raise ValueError(f"result dataset {dataset!r} names {', '.join(missing)}, which the data "
+                         "root does not hold: a number computed on synthetic or fixture faces must "
+                         "say so in its dataset (e.g. 'synthetic ...')")
 
 
 def report_dir() -> Path:
@@ -198,14 +255,17 @@ def record(name: str, value: float, paper: PaperValue | None = None, unit: str =
         value: our measured value (computed, never typed in).
         paper: the paper's value for the same quantity, from :func:`paper_value`.
         unit: ``"%"``, ``"px"``, ``"ms"``, ...
-        dataset, norm: what the number was measured on and how it was normalised.
+        dataset, norm: what the number was measured on and how it was normalised. A dataset
+            that names a real dataset the run did not find raises ``ValueError``
+            (:func:`check_dataset`).
         headline: show it in ``reports/README.md``.
     """
     if paper is not None and not isinstance(paper, PaperValue):
         raise TypeError("paper must come from lmklib.reports.paper_value(paper, key) so that its "
                         "source travels with it; got " + type(paper).__name__)
+    check_dataset(dataset)
     entry = {"value": _jsonable(value), "unit": unit or (paper.unit if paper else ""),
-             "dataset": dataset, "norm": norm, "profile": _state["params"].get("profile", ""),
+             "dataset": dataset, "data": data_kind(dataset), "norm": norm, "profile": _state["params"].get("profile", ""),
              "headline": headline, "note": note,
              "paper": asdict(paper) if paper is not None else None}
     _state["results"][name] = entry

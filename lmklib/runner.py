@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .paths import REPO_ROOT, data_root as resolve_data_root, reports_root as resolve_reports_root
-from .reports import atomic_write_json, atomic_write_text, dataframe_to_markdown
+from .reports import (GENERATED, atomic_write_json, atomic_write_text, data_kind,
+                      dataframe_to_markdown)
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PROFILES = ("smoke", "quick", "paper")
@@ -256,8 +257,12 @@ def write_index(root: Path) -> Path:
             if not r.get("headline", True):
                 continue
             paper = r.get("paper") or {}
-            rows.append({"quantity": key, "ours": _fmt(r.get("value")),
-                         "paper": _fmt(paper.get("value")), "unit": r.get("unit", ""),
+            kind = r.get("data", data_kind(r.get("dataset", "")))
+            shown = _fmt(paper.get("value"))
+            if shown and kind in GENERATED:   # never beside the paper as if comparable
+                shown = f"({shown}) {kind}: not comparable"
+            rows.append({"quantity": key, "ours": _fmt(r.get("value")), "data": kind,
+                         "paper": shown, "unit": r.get("unit", ""),
                          "paper source": paper.get("source", ""), "dataset": r.get("dataset", ""),
                          "normalisation": r.get("norm", ""), "profile": r.get("profile", ""),
                          "note": r.get("note", "")})
