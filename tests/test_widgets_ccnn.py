@@ -6,23 +6,28 @@ import numpy as np
 import pytest
 import torch
 
-from lmklib.ccnn_train import FaceCache
+from lmklib.data.faces import FaceCrops
 from lmklib.models.ccnn import ccnn
+from lmklib.papers.ccnn_duan2021 import crop_policy
 from lmklib.widgets.ccnn import CCNNExplorer, ExplorerState
 
 
-def _cache(n: int = 3, size: int = 48) -> FaceCache:
+def _crops(n: int = 3, size: int = 48) -> FaceCrops:
+    """CCNN crops (margin 0.25) of random pixels, every face with the same box-unit points."""
     g = torch.Generator().manual_seed(1)
     base = torch.tensor([[0.27, 0.26], [0.74, 0.25], [0.5, 0.54], [0.31, 0.77], [0.71, 0.76]])
-    return FaceCache(torch.randint(0, 255, (n, 3, size, size), generator=g, dtype=torch.uint8),
-                     base.expand(n, 5, 2).clone(), torch.tensor([[10.0, 20.0, 60.0, 70.0]] * n),
-                     torch.tensor([[100, 100]] * n), 0.25)
+    boxes = torch.tensor([[10.0, 20.0, 60.0, 70.0]] * n, dtype=torch.float64)
+    gt = boxes[:, None, :2] + base.double() * (boxes[:, None, 2:] - boxes[:, None, :2])
+    return FaceCrops.from_images(torch.randint(0, 255, (n, 3, size, size), generator=g,
+                                               dtype=torch.uint8),
+                                 gt, boxes, policy=crop_policy(size, 0.25),
+                                 image_hw=[[100, 100]] * n)
 
 
 @pytest.fixture(scope="module")
 def explorer() -> CCNNExplorer:
     torch.manual_seed(0)
-    return CCNNExplorer(ccnn(), _cache())
+    return CCNNExplorer(ccnn(), _crops())
 
 
 def test_update_returns_ten_windows_per_stage(explorer):

@@ -4,7 +4,9 @@
 stage-2/3 window sizes of Eq. 5 multiplied by ``window_scale`` and every window shaken by
 ``N(0, shake_std^2)`` (box units), and returns a :class:`ExplorerState` (crops, windows,
 predictions per stage, error per stage); ``render(state)`` draws it. ``build_widget`` wires both
-to ipywidgets sliders. Only ``build_widget`` needs ipywidgets.
+to ipywidgets sliders. Only ``build_widget`` needs ipywidgets. The faces are the notebook's
+:class:`~lmklib.data.faces.FaceCrops`, seen in face-box units through
+:mod:`lmklib.papers.ccnn_duan2021`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..ccnn_train import FaceCache
+from ..data.faces import FaceCrops
 from ..models.ccnn import CCNN, shake
+from ..papers.ccnn_duan2021 import absolute, frames, gt_box_units
 
 
 @dataclass
@@ -23,7 +26,7 @@ class ExplorerState:
     """Everything one update computed (box units unless stated).
 
     Attributes:
-        face: index into the cache.
+        face: index into the face set.
         points: ``{1: [5, 2], 2: [5, 2], 3: [5, 2]}`` predictions after each stage.
         gt: ``[5, 2]`` ground truth.
         windows: ``{2: (centres [10, 2], sizes [10, 2]), 3: (...)}`` the windows actually cut.
@@ -44,37 +47,38 @@ class ExplorerState:
 
 
 class CCNNExplorer:
-    """Runs a trained :class:`~lmklib.models.ccnn.CCNN` on one face of a :class:`FaceCache`."""
+    """Runs a trained :class:`~lmklib.models.ccnn.CCNN` on one face of a CCNN :class:`FaceCrops`
+    (:func:`lmklib.papers.ccnn_duan2021.load_cuhk`, ...)."""
 
-    def __init__(self, model: CCNN, cache: FaceCache):
-        self.model, self.cache = model.eval(), cache
+    def __init__(self, model: CCNN, crops: FaceCrops):
+        self.model, self.crops = model.eval(), crops
 
     @torch.no_grad()
     def update(self, face: int = 0, window_scale: float = 1.0, shake_std: float = 0.0,
                seed: int = 0) -> ExplorerState:
         """Recompute the cascade for slider values; returns the new :class:`ExplorerState`."""
-        if not 0 <= face < len(self.cache):
-            raise ValueError(f"face must be in [0, {len(self.cache) - 1}], got {face}")
+        if not 0 <= face < len(self.crops):
+            raise ValueError(f"face must be in [0, {len(self.crops) - 1}], got {face}")
         if window_scale <= 0:
             raise ValueError(f"window_scale must be positive, got {window_scale}")
-        m, c = self.model, self.cache
-        images, frames = c.images[face:face + 1], c.frames(1)
+        m, c = self.model, self.crops
+        images, fr = c.images[face:face + 1], frames(c, 1)
         gen = torch.Generator().manual_seed(int(seed))
-        crops1, cen, siz = m.stage1_inputs(images, frames)
-        points = {1: m.decode_stage1(m.stage1(crops1), cen, siz, c.absolute()[face:face + 1])}
+        crops1, cen, siz = m.stage1_inputs(images, fr)
+        points = {1: m.decode_stage1(m.stage1(crops1), cen, siz, absolute(c)[face:face + 1])}
         windows, crops = {}, {}
         from ..models.ccnn import sample_windows, standardise
 
         for k in (2, 3):
             centres = shake(points[k - 1].repeat(1, 2, 1), shake_std, gen)
             sizes = (m.config.local_window_sizes(k) * window_scale)[None]
-            raw = sample_windows(images, frames, centres, sizes, m.config.local_size)
+            raw = sample_windows(images, fr, centres, sizes, m.config.local_size)
             points[k] = m.decode_local(m.stage(k)(standardise(raw)), centres, sizes)
             windows[k] = (centres[0].numpy(), sizes[0].numpy())
             crops[k] = raw[0].permute(0, 2, 3, 1).numpy()
-        gt = c.points[face].numpy()
-        width = float(c.boxes[face, 2] - c.boxes[face, 0])
-        height = float(c.boxes[face, 3] - c.boxes[face, 1])
+        gt = gt_box_units(c, torch.tensor([face]))[0].numpy()
+        box = c.boxes[face].float()
+        width, height = float(box[2] - box[0]), float(box[3] - box[1])
         scale = np.array([1.0, height / width])
         errors = {k: float(100 * np.mean(np.linalg.norm((p[0].numpy() - gt) * scale, axis=1)))
                   for k, p in points.items()}
@@ -89,8 +93,8 @@ class CCNNExplorer:
 
         fig = plt.figure(figsize=(11, 4.2))
         ax = fig.add_axes([0.0, 0.05, 0.38, 0.9])
-        img = self.cache.images[state.face].permute(1, 2, 0).numpy()
-        fr = self.cache.frames(1)[0].numpy()
+        img = self.crops.images[state.face].permute(1, 2, 0).numpy()
+        fr = frames(self.crops, 1)[0].numpy()
         to_px = lambda p: fr[:2] + np.asarray(p) * fr[2:]   # noqa: E731
         ax.imshow(img, cmap="gray")
         centres, sizes = state.windows[stage]
@@ -128,7 +132,7 @@ def build_widget(explorer: CCNNExplorer, stage: int = 3):
 
     out = w.Output()
     controls = {
-        "face": w.IntSlider(0, 0, len(explorer.cache) - 1, description="face"),
+        "face": w.IntSlider(0, 0, len(explorer.crops) - 1, description="face"),
         "window_scale": w.FloatSlider(1.0, min=0.5, max=2.0, step=0.05, description="window x"),
         "shake_std": w.FloatSlider(0.0, min=0.0, max=0.05, step=0.0025, readout_format=".4f",
                                    description="shake std"),

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
 
-from lmklib.ccnn_train import (AUGMENTATIONS, FaceCache, PROFILES, augment_batch, get_profile,
-                               stage_batch, stage_errors, stage_loss, train_ccnn)
 from lmklib.models.ccnn import (CCNN, CCNNConfig, LocalNet, PAPER_PARAMETERS, Stage1Net,
                                 apply_affine, augmentation_affine, average_points, canonical_frame,
                                 ccnn, from_window, image_frames, invert_affine, sample_windows,
@@ -77,17 +73,6 @@ def test_canonical_frame_round_trip():
     assert float(fr[0] + 1.25 * fr[2]) == pytest.approx(79.5)
 
 
-def test_augmented_window_follows_the_augmented_point():
-    img = _dot_image(20, 18)                              # box (0,0)-(40,40): (0.5, 0.45)
-    frames = image_frames(torch.tensor([[0.0, 0.0, 40.0, 40.0]]))
-    for angle, flip in AUGMENTATIONS:
-        aff = augmentation_affine(torch.tensor([angle]), torch.tensor([float(flip)]))
-        q = apply_affine(torch.tensor([[[0.5, 0.45]]]), aff)
-        crop = sample_windows(img, frames, q, torch.full((1, 1, 2), 15 / 40), 15, aff)[0, 0, 0]
-        iy, ix = divmod(int(crop.argmax()), 15)
-        assert (ix, iy) == (7, 7), (angle, flip)
-
-
 def test_augmentation_is_a_rigid_motion_and_flip_is_an_involution():
     aff = augmentation_affine(torch.tensor([-15.0, 12.0, 0.0]), torch.tensor([0.0, 1.0, 1.0]))
     p = torch.rand(3, 5, 2)
@@ -97,15 +82,6 @@ def test_augmentation_is_a_rigid_motion_and_flip_is_an_involution():
     flip = augmentation_affine(torch.tensor([0.0]), torch.tensor([1.0]))
     assert torch.allclose(apply_affine(apply_affine(p[:1], flip), flip), p[:1], atol=1e-6)
     assert torch.allclose(apply_affine(q, invert_affine(aff)), p, atol=1e-5)
-
-
-def test_flip_swaps_left_and_right_points():
-    pts = torch.tensor([[[0.3, 0.3], [0.7, 0.3], [0.5, 0.5], [0.35, 0.75], [0.65, 0.75]]])
-    cache = FaceCache(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), pts,
-                      torch.tensor([[0.0, 0.0, 10.0, 10.0]]), torch.tensor([[10, 10]]), 0.25)
-    _, gt = augment_batch(cache, torch.tensor([0]), torch.tensor([3]))   # (0 deg, flip)
-    # the mirrored right eye (0.7 -> 0.3) is the new left eye: a symmetric face is unchanged
-    assert torch.allclose(gt, pts, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- shake
@@ -155,7 +131,7 @@ def test_full_cascade_shapes_and_determinism():
     assert all(torch.equal(a, b) for a, b in zip(p, q))
 
 
-# --------------------------------------------------------------------------- Eq. 4 and Eq. 6
+# --------------------------------------------------------------------------- Eq. 4
 def test_average_points_eq4():
     preds = torch.zeros(1, 3, 10)
     preds[0, 0] = torch.arange(10.0)                   # F1: all 5 points
@@ -165,53 +141,6 @@ def test_average_points_eq4():
     assert out[0, 0].tolist() == [50.0, 50.5]                        # (F1 + EN1) / 2
     assert out[0, 2].tolist() == pytest.approx([(4 + 100 + 1000) / 3, (5 + 100 + 1000) / 3])
     assert out[0, 4].tolist() == [504.0, 504.5]                      # (F1 + NM1) / 2
-
-
-def test_stage_loss_is_eq6_per_net_summed():
-    out = torch.tensor([[[1.0, 1.0, 9.0], [0.0, 2.0, 9.0]]])     # [B=1, G=2, 3]
-    tgt = torch.zeros(1, 2, 3)
-    mask = torch.tensor([[True, True, False], [True, True, False]])
-    # one point per net, N = 1: net 0: (1 + 1) / 2 = 1.0; net 1: (0 + 4) / 2 = 2.0
-    assert float(stage_loss(out, tgt, mask)) == pytest.approx(3.0)
-    # N counting coordinates (N = 2): net 0: 2 / 4 = 0.5; net 1: 4 / 4 = 1.0
-    assert float(stage_loss(out, tgt, mask, n="outputs")) == pytest.approx(1.5)
-    with pytest.raises(ValueError, match="'points' or 'outputs'"):
-        stage_loss(out, tgt, mask, n="coords")
-
-
-# --------------------------------------------------------------------------- training smoke
-def _random_cache(n: int = 24, size: int = 48) -> FaceCache:
-    g = torch.Generator().manual_seed(0)
-    base = torch.tensor([[0.27, 0.26], [0.74, 0.25], [0.5, 0.54], [0.31, 0.77], [0.71, 0.76]])
-    pts = base + 0.02 * torch.randn(n, 5, 2, generator=g)
-    imgs = torch.randint(0, 255, (n, 3, size, size), generator=g, dtype=torch.uint8)
-    boxes = torch.tensor([[10.0, 10.0, 60.0, 60.0]]).expand(n, 4).clone()
-    return FaceCache(imgs, pts, boxes, torch.tensor([[80, 80]]).expand(n, 2).clone(), 0.25)
-
-
-def test_stage_targets_are_window_relative():
-    cache = _random_cache(4)
-    model = ccnn()
-    faces, augs = torch.arange(4), torch.zeros(4, dtype=torch.long)
-    crops, targets, mask = stage_batch(model, 2, cache, faces, augs, cache.points, 0.0)
-    assert crops.shape == (4, 10, 3, 15, 15)
-    assert torch.allclose(targets, torch.full((4, 10, 2), 0.5), atol=1e-6)  # windows on the gt
-    crops, targets, mask = stage_batch(model, 1, cache, faces, augs, None, 0.0)
-    assert crops.shape == (4, 3, 3, 39, 39) and mask.sum().item() == 22
-
-
-@pytest.mark.slow
-def test_train_ccnn_runs_and_profiles_are_complete():
-    cache = _random_cache()
-    prof = get_profile("smoke") | {"iters": {1: 2, 2: 2, 3: 2}, "batch": 4}
-    model, hist = train_ccnn(cache, prof, log=lambda *_: None)
-    assert list(hist["stage"]) == [1, 2, 3]
-    errs = stage_errors(model, cache)
-    assert errs["per_point"].shape == (3, 5) and np.isfinite(errs["mean"]).all()
-    for name in ("smoke", "quick", "paper"):
-        assert set(PROFILES[name]) == set(PROFILES["smoke"])
-    with pytest.raises(ValueError, match="valid"):
-        get_profile("huge")
 
 
 def test_windows_minus_decodes_absolute_coordinates():
