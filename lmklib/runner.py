@@ -24,9 +24,13 @@ from typing import Any, Iterable
 from .paths import REPO_ROOT, data_root as resolve_data_root, reports_root as resolve_reports_root
 from .reports import (GENERATED, atomic_write_json, atomic_write_text, data_kind,
                       dataframe_to_markdown)
+from .widgets import HEADLESS_ENV
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PROFILES = ("smoke", "quick", "paper")
+#: Seconds one cell may run before the run fails (a hung kernel must not stall CI for hours);
+#: the paper profile's GPU cells may run for hours, so it has no limit.
+CELL_TIMEOUT: dict[str, int | None] = {"smoke": 900, "quick": 3600, "paper": None}
 PACKAGES = ("lmklib", "torch", "torchvision", "numpy", "pandas", "matplotlib", "seaborn",
             "scikit-image", "scipy", "papermill", "ipywidgets", "nbformat")
 
@@ -164,13 +168,14 @@ def run_notebook(path: str | Path, *, profile: str = "quick", seed: int = 0,
         raise ValueError(f"{name}: unknown parameters {unknown}; it declares {sorted(declared)}")
     injected = {k: v for k, v in wanted.items() if k in declared}
 
-    env_backup = {k: os.environ.get(k) for k in ("LMK_REPORT_DIR", "LMK_DATA_ROOT")}
+    env_backup = {k: os.environ.get(k) for k in ("LMK_REPORT_DIR", "LMK_DATA_ROOT", HEADLESS_ENV)}
     os.environ["LMK_REPORT_DIR"], os.environ["LMK_DATA_ROOT"] = str(tmp), str(droot)
+    os.environ[HEADLESS_ENV] = "1"   # no front end: notebooks skip live widgets (lmklib.widgets)
     started, t0 = _dt.datetime.now(_dt.timezone.utc), time.perf_counter()
     try:
         pm.execute_notebook(str(path), str(tmp / f"{name}.ipynb"), parameters=injected,
                             kernel_name=kernel_name, progress_bar=progress, cwd=str(path.parent),
-                            log_output=False)
+                            log_output=False, execution_timeout=CELL_TIMEOUT[profile])
     except Exception as exc:  # papermill raises PapermillExecutionError for a failing cell
         message, cell = _failure(exc, tmp / f"{name}.ipynb")
         failed = root / "_failed" / name

@@ -93,3 +93,13 @@ def test_build_widget_wires_sliders(explorer):
     sliders = [c for row in box.children[:2] for c in row.children]
     assert {s.description for s in sliders} >= {"face", "window x", "shake std"}
     sliders[1].value = 1.3                                           # triggers a redraw
+
+
+def test_no_live_widget_in_a_headless_run(explorer, monkeypatch, capsys):
+    """lmk reproduce sets LMK_HEADLESS: no widget comms (nbclient can hang on them)."""
+    from lmklib.widgets import HEADLESS_ENV
+    from lmklib.widgets.ccnn import build_widget
+
+    monkeypatch.setenv(HEADLESS_ENV, "1")
+    assert build_widget(explorer) is None
+    assert "open this notebook in Jupyter" in capsys.readouterr().out

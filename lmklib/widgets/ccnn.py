@@ -126,7 +126,16 @@ class CCNNExplorer:
 
 
 def build_widget(explorer: CCNNExplorer, stage: int = 3):
-    """ipywidgets sliders (face, window scale, shake, seed, stage) driving :meth:`update`."""
+    """ipywidgets sliders (face, window scale, shake, seed, stage) driving :meth:`update`.
+
+    In a headless run (:func:`lmklib.widgets.headless`) no widget is built: returns None after
+    saying where the static view is."""
+    from . import headless
+
+    if headless():
+        print("interactive window explorer: open this notebook in Jupyter to use it (skipped in a "
+              "headless run; its static view is the widget_stage2 figure)")
+        return None
     import ipywidgets as w
     import matplotlib.pyplot as plt
 
