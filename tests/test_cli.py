@@ -12,7 +12,8 @@ def test_lmk_data_on_fixture_root(tmp_path, capsys):
     assert cli.main(["data", "--data-root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     rows = {tuple(line.split()[:3]) for line in out.splitlines()}
-    assert ("cuhk_5pt", "train", "4") in rows and ("cuhk_5pt", "test", "2") in rows
+    assert ("cuhk_5pt", "train", "4") in rows and ("cuhk_5pt", "test", "1") in rows  # clean
+    assert ("cuhk_5pt", "test_official", "2") in rows
     assert any(r[:2] == ("aflw2000_3d", "test") for r in rows)
     # missing datasets come with where to get them and the layout expected
     assert "Kaggle Facial Keypoints" in out and "training.csv test.csv IdLookupTable.csv" in out

@@ -32,5 +32,6 @@ def test_ccnn_notebook_smoke_real_data(tmp_path, cuhk_root, real_data_root, run_
     assert report["params"]["real_data"] is True
     results = report["results"]
     assert results["nme_stage3"]["dataset"].startswith("CUHK")
+    assert "clean protocol" in results["nme_stage3"]["dataset"]   # issue 16
     if (real_data_root / "300w_subset").is_dir():
         assert any(k.startswith("xdata_w300") for k in results)

@@ -21,7 +21,8 @@ def test_quickstart_without_real_data_uses_fixtures(tmp_path, run_smoke_notebook
 def test_quickstart_on_real_data(tmp_path, real_data_root, run_smoke_notebook):
     rep = run_smoke_notebook("00_quickstart", tmp_path, real_data_root)
     if (real_data_root / "cuhk_5pt").is_dir():
-        cuhk = rep.results["baseline_nme_cuhk_5_point_lfw_webface"]
+        cuhk = rep.results["baseline_nme_cuhk_5_point_lfw_webface_clean_protocol"]
+        assert "clean protocol" in cuhk["dataset"]
         # the mean shape in the face box is a weak but sane predictor: 3-15 % of the box width
         assert 0.03 < cuhk["value"] < 0.15 and cuhk["norm"] == "bbox_width"
     assert any(f.startswith("faces_cuhk") for f in rep.figures)

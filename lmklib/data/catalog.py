@@ -93,8 +93,20 @@ def _lines(path: Path, skip: int = 0) -> int:
         return max(sum(1 for ln in f if ln.strip()) - skip, 0)
 
 
+def _count_prefix(path: Path, prefix: bytes) -> int:
+    if not path.is_file():
+        return 0
+    with open(path, "rb") as f:
+        return sum(1 for ln in f if ln.strip().startswith(prefix))
+
+
 def _count_cuhk(d: Path) -> dict[str, int]:
-    return {"train": _lines(d / "trainImageList.txt"), "test": _lines(d / "testImageList.txt")}
+    """The clean protocol (``train``: net_7876 + the 80 px LFW frames; ``test``: net_7876) and
+    the official lists (see :mod:`lmklib.data.formats.cuhk`)."""
+    train, test = d / "trainImageList.txt", d / "testImageList.txt"
+    return {"train": _count_prefix(train, b"net_7876") + _lines(d / "trainImageList_lfw_5590_80px.txt"),
+            "test": _count_prefix(test, b"net_7876"),
+            "train_official": _lines(train), "test_official": _lines(test)}
 
 
 _W300_FOLDERS = {"afw": 337, "helen/trainset": 2000, "lfpw/trainset": 811, "helen/testset": 330,
@@ -241,10 +253,14 @@ _F = "lmklib.data.formats"
 CATALOG: dict[str, DatasetEntry] = {e.name: e for e in (
     DatasetEntry(
         "cuhk_5pt", "CUHK 5-point (LFW+Webface)", ("cuhk_5pt", "cuhk", "CUHK5"),
-        f"{_F}.cuhk:CUHK5Point", "cuhk5", {"train": 10000, "test": 3466},
+        f"{_F}.cuhk:CUHK5Point", "cuhk5",
+        {"train": 10000, "test": 2027, "train_official": 10000, "test_official": 3466},
         "Sun, Wang & Tang (CVPR 2013) project page, 'Deep Convolutional Network Cascade for Facial "
-        "Point Detection' (train.zip: trainImageList.txt, testImageList.txt, lfw_5590/, net_7876/)",
-        "trainImageList.txt testImageList.txt lfw_5590/*.jpg net_7876/*.jpg",
+        "Point Detection' (train.zip: trainImageList.txt, testImageList.txt, lfw_5590/, net_7876/); "
+        "the clean protocol also needs the original LFW frames of the 4,151 training faces "
+        "(lfw_5590_80px/ + trainImageList_lfw_5590_80px.txt, see lmklib.data.formats.cuhk)",
+        "trainImageList.txt testImageList.txt lfw_5590/*.jpg net_7876/*.jpg "
+        "trainImageList_lfw_5590_80px.txt lfw_5590_80px/*.jpg",
         "Sun, Wang & Tang, Deep Convolutional Network Cascade for Facial Point Detection, CVPR 2013",
         _count_cuhk, papers=("ccnn_duan2021", "acn_chen2020")),
     DatasetEntry(

@@ -360,9 +360,14 @@ def write_celeba_fixture(root: str | os.PathLike, n: int = 6, seed: int = 0,
 def write_cuhk_fixture(root: str | os.PathLike, n_train: int = 4, n_test: int = 2,
                        seed: int = 0, faces: str = "auto") -> dict:
     """``trainImageList.txt`` / ``testImageList.txt`` (CRLF, ``lfw_5590\\X.jpg x0 x1 y0 y1`` + 5
-    points) and the images in ``lfw_5590/`` (grayscale 250x250) and ``net_7876/`` (colour)."""
+    points) and the images in ``lfw_5590/`` (grayscale 250x250) and ``net_7876/`` (colour); plus,
+    for the clean protocol, the training LFW faces as 80x80 colour frames in ``lfw_5590_80px/``
+    with ``trainImageList_lfw_5590_80px.txt`` (every value mapped by ``(v + 0.5) * 0.32 - 0.5``)."""
+    from PIL import Image
+
     root, rng = _root(root), np.random.default_rng(seed)
     out = {}
+    lfw80 = []
     for split, n, list_name in (("train", n_train, "trainImageList.txt"),
                                 ("test", n_test, "testImageList.txt")):
         chans = tuple(1 if i % 2 == 0 else 3 for i in range(n))
@@ -376,9 +381,17 @@ def write_cuhk_fixture(root: str | os.PathLike, n_train: int = 4, n_test: int = 
             x1, y1 = int(p[:, 0].max()) + 10, int(p[:, 1].max()) + 10
             lines.append(f"{folder}\\{name} {x0} {x1} {y0} {y1} "
                          + " ".join(f"{v:.6f}" for v in p.reshape(-1)))
+            if split == "train" and folder == "lfw_5590":
+                small = Image.fromarray(images[i]).convert("RGB").resize((80, 80), Image.BILINEAR)
+                _save(root / "lfw_5590_80px" / name, np.asarray(small))
+                m = lambda v: (v + 0.5) * 0.32 - 0.5  # noqa: E731  (the 250 -> 80 px frame)
+                lfw80.append(f"lfw_5590_80px\\{name} {m(x0):.6f} {m(x1):.6f} {m(y0):.6f} "
+                             f"{m(y1):.6f} " + " ".join(f"{m(v):.6f}" for v in p.reshape(-1)))
         with open(root / list_name, "w", newline="") as f:
             f.write("\r\n".join(lines) + "\r\n")
         out[split] = pts
+    with open(root / "trainImageList_lfw_5590_80px.txt", "w", newline="") as f:
+        f.write("\r\n".join(lfw80) + ("\r\n" if lfw80 else ""))
     return out
 
 

@@ -94,11 +94,14 @@ def keep_indices(n_total: int, n: int | None) -> np.ndarray | None:
 
 
 def cuhk_crops(root: str | Path, split: str, n: int | None = None, size: int = 39) -> FaceCrops:
-    """CUHK 5-point faces (``root`` = the ``cuhk_5pt`` folder), decoded once into the cache."""
+    """CUHK 5-point faces (``root`` = the ``cuhk_5pt`` folder), decoded once into the cache.
+    ``split``: ``train``/``test`` (the clean protocol) or ``train_official``/``test_official``
+    (see :mod:`lmklib.data.formats.cuhk`)."""
     from ..data.formats.cuhk import CUHK5Point
 
     ds = CUHK5Point(root, split, image_mode="L")
-    return load_face_crops(ds, CropPolicy(size, "L"), name=f"LFW+Webface {split}",
+    return load_face_crops(ds, CropPolicy(size, "L"),
+                           name=f"LFW+Webface {split} ({ds.protocol} protocol)",
                            indices=keep_indices(len(ds), n))
 
 

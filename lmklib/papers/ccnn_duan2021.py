@@ -124,11 +124,14 @@ def gt_pixels(crops: FaceCrops) -> np.ndarray:
 
 def load_cuhk(root: str | os.PathLike, split: str, n: int | None, size: int, margin: float,
               use_cache: bool = True) -> FaceCrops:
-    """The CUHK 5-point split (a fixed random subset of ``n`` faces) as CCNN crops."""
+    """The CUHK 5-point split (a fixed random subset of ``n`` faces) as CCNN crops. ``split``:
+    ``train``/``test`` (the clean protocol) or ``train_official``/``test_official`` (see
+    :mod:`lmklib.data.formats.cuhk`)."""
     from ..data.formats.cuhk import CUHK5Point
 
     ds = CUHK5Point(root, split)
-    return load_face_crops(ds, crop_policy(size, margin), name=f"CUHK 5-point {split}",
+    return load_face_crops(ds, crop_policy(size, margin),
+                           name=f"CUHK 5-point {split} ({ds.protocol} protocol)",
                            indices=fixed_subset(len(ds), n), cache=use_cache)
 
 

@@ -56,9 +56,13 @@ def available_datasets(root: str | Path) -> list[dict[str, Any]]:
     found = []
     cuhk = _find(root, ("cuhk_5pt", "cuhk", "CUHK"))
     if cuhk is not None and (cuhk / "trainImageList.txt").is_file():
-        found.append(_split_pair("CUHK 5-point (LFW+Webface)", CUHK5Point(cuhk, "train"),
-                                 CUHK5Point(cuhk, "test"), "bbox_width", "real",
-                                 "test split 3,466 faces; error over face-box width (Sun et al.)"))
+        train, test = CUHK5Point(cuhk, "train"), CUHK5Point(cuhk, "test")
+        found.append(_split_pair(
+            "CUHK 5-point (LFW+Webface, clean protocol)", train, test, "bbox_width", "real",
+            f"clean protocol (lmklib.data.formats.cuhk): train {len(train):,} = net_7876 + the 80 px "
+            f"original LFW frames, test {len(test):,} net_7876 faces (the published 3,466 include "
+            "1,439 LFW faces whose copy here does not match its labels); error over face-box "
+            "width (Sun et al.)"))
     w300 = _find(root, ("300w", "300W", "300w_subset"))
     if w300 is not None:
         train, test = W300(w300, "train"), W300(w300, "common")

@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader
 
 from lmklib.data import catalog
 from lmklib.data.fixtures import write_aflw2000_fixture, write_all_fixtures
+from lmklib.data.transforms import CropToBox
 
 
 def _rows(df, dataset):
@@ -45,13 +46,17 @@ def test_scan_counts_every_written_fixture(tmp_path):
     assert got[("bioid", "all")] == 3 and got[("bioid", "fgnet20 points")] == 3
     assert got[("celeba", "test")] == 2 and got[("celeba", "all")] == 6
     assert got[("cuhk_5pt", "train")] == 4 and got[("300w", "afw")] == 2
+    assert got[("cuhk_5pt", "train_official")] == 4 and got[("cuhk_5pt", "test")] == 1
     present = catalog.present(tmp_path)
     for name in ("kaggle", "cofw", "wflw", "aflw2000_3d", "300w_lp", "bioid", "celeba",
                  "cuhk_5pt", "300w"):
         assert present[name] is not None, name
         ds = catalog.get_entry(name).load(tmp_path)  # every loader reads its fixture
         assert len(ds) > 0 and np.isfinite(ds.landmarks_array()).any()
-        batch = next(iter(DataLoader(ds, batch_size=2)))  # samples (and their meta) collate
+        # samples (and their meta) collate once cropped to one size: a set may mix frame sizes
+        # (the clean CUHK protocol mixes 80 px LFW frames with larger Webface images)
+        ds.transform = CropToBox(24)
+        batch = next(iter(DataLoader(ds, batch_size=2)))
         assert batch["landmarks"].shape == (2, ds.scheme.num_points, 2), name
         assert batch["image"].dtype == torch.uint8 and batch["box"].shape == (2, 4)
 
@@ -87,7 +92,9 @@ def test_scan_counts_the_real_data(real_data_root):
     cuhk = _rows(df, "cuhk_5pt")
     if cuhk["train"][0] == 0:
         pytest.skip("CUHK data absent")
-    assert cuhk["train"] == (10000, 10000, "present") and cuhk["test"] == (3466, 3466, "present")
+    assert cuhk["train"] == (10000, 10000, "present") and cuhk["test"] == (2027, 2027, "present")
+    assert cuhk["train_official"] == (10000, 10000, "present")
+    assert cuhk["test_official"] == (3466, 3466, "present")
     w = _rows(df, "300w")
     if w["afw"][0]:
         assert w["afw"] == (337, 337, "present")

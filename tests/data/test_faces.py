@@ -54,7 +54,7 @@ def cuhk(tmp_path):
 
 @pytest.mark.parametrize("resample", ["torch", "pil"])
 def test_crops_map_points_and_back(cuhk, tmp_path, resample):
-    ds = CUHK5Point(cuhk, "train")
+    ds = CUHK5Point(cuhk, "train_official")
     boxes = ds.boxes_array()
     crops = load_face_crops(ds, CropPolicy(48, "RGB", scale=1.5, square=False, resample=resample),
                             name="cuhk", cache_dir=tmp_path / "cache")
@@ -92,8 +92,8 @@ def test_pixels_follow_the_points(tmp_path):
 
 def test_cache_and_memory_paths_agree_and_subset_keeps_faces_together(cuhk, tmp_path):
     policy = CropPolicy(32, "L")
-    a = load_face_crops(CUHK5Point(cuhk, "train"), policy, cache_dir=tmp_path / "c")
-    b = load_face_crops(CUHK5Point(cuhk, "train"), policy, cache=False)
+    a = load_face_crops(CUHK5Point(cuhk, "train_official"), policy, cache_dir=tmp_path / "c")
+    b = load_face_crops(CUHK5Point(cuhk, "train_official"), policy, cache=False)
     for f in ("images", "points", "mask", "affines", "gt", "boxes", "image_hw"):
         assert torch.equal(getattr(a, f), getattr(b, f)), f
     s = a.subset([4, 1])
@@ -104,9 +104,9 @@ def test_cache_and_memory_paths_agree_and_subset_keeps_faces_together(cuhk, tmp_
 
 def test_indices_and_placed_boxes(cuhk, tmp_path):
     g = BoxGeometry(0.0, 0.1, 2.0, "max")
-    crops = load_face_crops(CUHK5Point(cuhk, "train"), CropPolicy(32, "L", box="points", geometry=g),
+    crops = load_face_crops(CUHK5Point(cuhk, "train_official"), CropPolicy(32, "L", box="points", geometry=g),
                             indices=[5, 0, 2], cache_dir=tmp_path / "c")
-    full = CUHK5Point(cuhk, "train")
+    full = CUHK5Point(cuhk, "train_official")
     gt = full.landmarks_array()[[5, 0, 2]]
     np.testing.assert_array_equal(crops.gt.numpy(), gt)
     np.testing.assert_allclose(crops.boxes.numpy(), boxes_from_points(gt, g))

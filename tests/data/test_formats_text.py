@@ -226,9 +226,17 @@ def test_cuhk_fixture_round_trip(tmp_path):
     truth = write_cuhk_fixture(tmp_path, n_train=4, n_test=2)
     assert (tmp_path / "trainImageList.txt").read_bytes().count(b"\r\n") == 4
     for split in ("train", "test"):
-        ds = CUHK5Point(tmp_path, split)
+        ds = CUHK5Point(tmp_path, f"{split}_official")
         np.testing.assert_allclose(ds.landmarks_array(), truth[split], atol=1e-6)
-    assert CUHK5Point(tmp_path, "train", image_mode="L")[0]["image"].shape == (1, 250, 250)
+    assert CUHK5Point(tmp_path, "train_official", image_mode="L")[0]["image"].shape == (1, 250, 250)
+    # the clean protocol: the same faces, the LFW ones in their 80 px frames (v' = (v + .5) .32 - .5)
+    clean, official = CUHK5Point(tmp_path, "train"), CUHK5Point(tmp_path, "train_official")
+    assert [r.meta["source"] for r in clean.records] == ["lfw_5590_80px", "net_7876"] * 2
+    lfw = [i for i, r in enumerate(official.records) if r.meta["source"] == "lfw_5590"]
+    np.testing.assert_allclose(clean.landmarks_array()[lfw],
+                               (truth["train"][lfw] + 0.5) * 0.32 - 0.5, atol=1e-6)
+    assert clean[0]["image"].shape == (3, 80, 80)
+    assert [r.meta["source"] for r in CUHK5Point(tmp_path, "test").records] == ["net_7876"]
 
 
 def test_300w_fixture_round_trip(tmp_path):

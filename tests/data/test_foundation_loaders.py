@@ -23,7 +23,7 @@ def make_cuhk(root, lines=(LINE,)):
 
 
 def test_cuhk_parses_windows_paths_box_and_points(tmp_path):
-    ds = CUHK5Point(make_cuhk(tmp_path), "train")
+    ds = CUHK5Point(make_cuhk(tmp_path), "train_official")
     assert len(ds) == 1
     s = ds[0]
     assert s["image"].shape == (3, 90, 80)          # grayscale file read as RGB by default
@@ -37,26 +37,37 @@ def test_cuhk_line_with_13_numbers_names_file_and_line(tmp_path):
     make_cuhk(tmp_path, [LINE, bad])
     with pytest.raises(AnnotationError, match=r"trainImageList.txt, line 2: expected an image path "
                                               r"and 14 numbers .* found 13"):
-        CUHK5Point(tmp_path, "train")
+        CUHK5Point(tmp_path, "train_official")
 
 
 def test_cuhk_non_finite_and_bad_token(tmp_path):
     make_cuhk(tmp_path, [LINE.replace("20.5", "nan")])
     with pytest.raises(AnnotationError, match="line 1: point 0 has a non-finite coordinate"):
-        CUHK5Point(tmp_path, "train")
+        CUHK5Point(tmp_path, "train_official")
     make_cuhk(tmp_path, [LINE.replace("20.5", "x1")])
     with pytest.raises(AnnotationError, match="line 1: not a number"):
-        CUHK5Point(tmp_path, "train")
+        CUHK5Point(tmp_path, "train_official")
 
 
 def test_cuhk_missing_image_and_list(tmp_path):
     make_cuhk(tmp_path, [LINE.replace("a.jpg", "b.jpg")])
     with pytest.raises(FileNotFoundError, match=r"line 1: image not found: .*b.jpg"):
-        CUHK5Point(tmp_path, "train")
+        CUHK5Point(tmp_path, "train_official")
     with pytest.raises(FileNotFoundError, match="testImageList.txt.*Sun et al"):
         CUHK5Point(tmp_path, "test")
-    with pytest.raises(ValueError, match=r"split must be one of \['test', 'train'\]"):
+    with pytest.raises(ValueError, match=r"split must be one of \['test', 'test_official', "
+                                         r"'train', 'train_official'\]"):
         CUHK5Point(tmp_path, "val")
+
+
+def test_clean_cuhk_train_needs_the_80px_frames(tmp_path):
+    make_cuhk(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"trainImageList_lfw_5590_80px.txt not found: "
+                                                r"the clean CUHK training split .*train_official"):
+        CUHK5Point(tmp_path, "train")
+    (tmp_path / "trainImageList_lfw_5590_80px.txt").write_text("")  # no line for a.jpg
+    with pytest.raises(FileNotFoundError, match=r"no line for a.jpg"):
+        CUHK5Point(tmp_path, "train")
 
 
 def pts_text(points, header=True):
@@ -109,8 +120,10 @@ def test_corrupt_image_is_named(tmp_path):
 @pytest.mark.realdata
 def test_real_cuhk_counts(cuhk_root):
     assert len(CUHK5Point(cuhk_root, "train")) == 10_000
+    assert len(CUHK5Point(cuhk_root, "train_official")) == 10_000
+    assert len(CUHK5Point(cuhk_root, "test_official")) == 3_466
     test = CUHK5Point(cuhk_root, "test")
-    assert len(test) == 3_466
+    assert len(test) == 2_027 and {r.meta["source"] for r in test.records} == {"net_7876"}
     s = test[0]
     assert s["image"].shape[0] == 3 and s["landmarks"].shape == (5, 2)
     # points lie inside their face box, give or take a few pixels
@@ -125,3 +138,30 @@ def test_real_300w_subset_counts(w300_root):
     train = W300(w300_root, "train")
     # the data README: afw 337 + helen/trainset 870 + lfpw/trainset 805 = 2,012 training faces
     assert train.missing == [] and len(train) == 337 + 870 + 805 == 2012
+
+
+@pytest.mark.realdata
+def test_real_clean_cuhk_protocol(cuhk_root):
+    """Issue 16: the clean training split's 4,151 LFW faces are all the 80x80 original frames, and
+    the mean shape scores alike (within 1.5x) on every source folder of the clean protocol."""
+    from PIL import Image
+
+    from lmklib import metrics
+    from lmklib.models.baseline import MeanShape
+
+    train, test = CUHK5Point(cuhk_root, "train"), CUHK5Point(cuhk_root, "test")
+    lfw = [r for r in train.records if r.meta["source"] == "lfw_5590_80px"]
+    assert len(lfw) == 4_151
+    for r in lfw:
+        with Image.open(r.image_path) as im:
+            assert im.size == (80, 80), r.image_path
+    model = MeanShape().fit(train.landmarks_array(), train.boxes_array())
+    per_folder = {}
+    for ds in (train, test):
+        gt, boxes = ds.landmarks_array(), ds.boxes_array()
+        e = metrics.nme(model.predict(boxes), gt, norm="bbox_width", boxes=boxes, reduce="none")
+        folders = np.array([r.meta["source"] for r in ds.records])
+        for f in np.unique(folders):
+            per_folder[(ds.split, f)] = float(e[folders == f].mean())
+    assert set(per_folder) == {("train", "lfw_5590_80px"), ("train", "net_7876"), ("test", "net_7876")}
+    assert max(per_folder.values()) < 1.5 * min(per_folder.values()), per_folder

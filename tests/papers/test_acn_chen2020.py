@@ -46,7 +46,7 @@ def test_cuhk_crops_keep_the_subset(tmp_path):
     fixtures.write_cuhk_fixture(tmp_path / "cuhk", n_train=4, n_test=2)
     c = T.cuhk_crops(tmp_path / "cuhk", "train", n=3)
     _check_crops(c, 5, 1, 39)
-    assert len(c) == 3 and c.name == "LFW+Webface train"
+    assert len(c) == 3 and c.name == "LFW+Webface train (clean protocol)"
     assert c.policy.box == "data" and c.policy.resample == "torch"
 
 

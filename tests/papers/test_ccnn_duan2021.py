@@ -80,7 +80,7 @@ def test_pixels_use_float32_boxes_and_units_float64_arithmetic():
 # --------------------------------------------------------------------------- face sets
 def test_load_cuhk_fixture_subset_and_cache(tmp_path):
     pts = fixtures.write_cuhk_fixture(tmp_path, n_train=4, n_test=2)["train"]
-    crops = C.load_cuhk(tmp_path, "train", 3, 32, 0.25)
+    crops = C.load_cuhk(tmp_path, "train_official", 3, 32, 0.25)
     idx = fixed_subset(4, 3)
     assert len(crops) == 3 and crops.images.shape == (3, 3, 32, 32)
     assert crops.images.dtype == torch.uint8 and crops.scheme == "cuhk5"
@@ -89,9 +89,11 @@ def test_load_cuhk_fixture_subset_and_cache(tmp_path):
     np.testing.assert_allclose(C.gt_pixels(crops), pts[idx], atol=1e-4)
     units = C.gt_box_units(crops)
     assert units.dtype == torch.float32 and ((units > 0) & (units < 1)).all()  # box = points +- 10
-    again = C.load_cuhk(tmp_path, "train", 3, 32, 0.25)             # from the on-disk cache
+    again = C.load_cuhk(tmp_path, "train_official", 3, 32, 0.25)    # from the on-disk cache
     assert torch.equal(again.images, crops.images) and torch.equal(again.boxes, crops.boxes)
-    assert len(C.load_cuhk(tmp_path, "test", None, 32, 0.25, use_cache=False)) == 2
+    assert len(C.load_cuhk(tmp_path, "test_official", None, 32, 0.25, use_cache=False)) == 2
+    clean = C.load_cuhk(tmp_path, "test", None, 32, 0.25, use_cache=False)   # net_7876 only
+    assert len(clean) == 1 and clean.name == "CUHK 5-point test (clean protocol)"
 
 
 def test_load_synthetic_is_the_window_crop_of_the_generated_faces():
