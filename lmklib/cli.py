@@ -53,6 +53,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from .paths import data_root
 
     root = data_root(args.data_root)
+    if args.check:
+        return _data_check(root, args.out)
     table = catalog.scan(root)
     print(f"data root: {root}")
     with __import__("pandas").option_context("display.width", 200, "display.max_rows", 200,
@@ -70,6 +72,47 @@ def _cmd_data(args: argparse.Namespace) -> int:
         print(f"\n* {entry.title} [{name}, {status}]; expected in {where}/")
         print(f"    obtain: {entry.how_to_get}")
         print(f"    layout: {entry.layout}")
+    return 0
+
+
+def _data_check(root, out: str | None) -> int:
+    """``lmk data --check``: the per-folder table of :mod:`lmklib.data.check` and one overlay PNG
+    per folder. Always exit code 0: it is a report; flagged folders are marked FLAG."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from .data import check
+    from .paths import reports_root
+    from .reports import atomic_write_bytes
+
+    out_dir = Path(out).expanduser().resolve() if out else reports_root() / "data_check"
+    print(f"data root: {root}")
+    splits = check.check_data_root(root)
+    if not splits:
+        print(f"nothing to check: none of {sorted(check.CHECK_SPLITS)} is under {root}")
+        return 0
+    with pd.option_context("display.width", 200, "display.max_rows", 500):
+        print(check.to_frame(splits).to_string(index=False))
+    print(f"(nme_pct_box: mean-shape error, % of the box width; agreement: image-label agreement "
+          f"against the sibling folders' faces, 1 = perfect; realign_pct_iod: the move that fits "
+          f"the image best, % inter-ocular; '-': no sibling folder; 'few': under "
+          f"{check.MIN_FACES} faces, never flagged. Rule: the lmklib.data.check docstring)")
+    for s in splits:
+        if s.error:
+            print(f"not checked: {s.dataset}/{s.split}: {s.error}")
+    flagged = [(s, c) for s in splits for c in s.folders if c.flagged]
+    for s, c in flagged:
+        print(f"FLAG {s.dataset}/{s.split}/{c.folder}: " + "; ".join(c.flags))
+    if not flagged:
+        print("no folder flagged")
+    for s in splits:
+        for c in s.folders:
+            title = (f"{s.dataset} {s.split} {c.folder}: agreement {c.agreement:.3f}, "
+                     f"NME {c.nme:.2f} %" + ("  FLAG" if c.flagged else ""))
+            atomic_write_bytes(out_dir / check.overlay_name(s.dataset, s.split, c.folder),
+                               check.overlay_png(s.data, c.sample, title))
+    print(f"overlays (8 random faces per folder): {out_dir}/")
     return 0
 
 
@@ -95,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("data", help="which datasets the data root holds")
     p.add_argument("--data-root", default=None)
+    p.add_argument("--check", action="store_true",
+                   help="check each dataset's source folders against each other (labels vs "
+                        "pictures, mean-shape error) and write overlay PNGs")
+    p.add_argument("--out", default=None,
+                   help="folder for the --check overlays (default: reports/data_check/)")
     p.set_defaults(func=_cmd_data)
 
     args = parser.parse_args(argv)

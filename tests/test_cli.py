@@ -23,3 +23,60 @@ def test_lmk_rejects_unknown_profile(capsys):
     with pytest.raises(SystemExit):
         cli.main(["reproduce", "--profile", "huge"])
     assert "invalid choice: 'huge'" in capsys.readouterr().err
+
+
+def _cuhk_rows(out: str) -> dict[tuple[str, str], str]:
+    """``(split, folder) -> table line`` of the cuhk_5pt rows of ``lmk data --check``."""
+    return {tuple(line.split()[1:3]): line for line in out.splitlines()
+            if line.split()[:1] == ["cuhk_5pt"]}
+
+
+def test_lmk_data_check_prints_the_table_and_writes_overlays(tmp_path, capsys):
+    from lmklib.paths import reports_root
+
+    fixtures.write_cuhk_fixture(tmp_path / "cuhk_5pt", n_train=4, n_test=2)
+    fixtures.write_300w_fixture(tmp_path / "300w", n_per_folder=2)
+    assert cli.main(["data", "--check", "--data-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "nme_pct_box" in out and "agreement" in out and "no folder flagged" in out
+    rows = _cuhk_rows(out)
+    assert set(rows) == {("train_official", "lfw_5590"), ("train_official", "net_7876"),
+                         ("test_official", "lfw_5590"), ("test_official", "net_7876"),
+                         ("train", "lfw_5590_80px"), ("train", "net_7876"), ("test", "net_7876")}
+    written = {p.name for p in (reports_root() / "data_check").glob("*.png")}   # the default
+    assert {"cuhk_5pt_train_official_lfw_5590.png", "cuhk_5pt_test_net_7876.png",
+            "300w_train_afw.png", "300w_common_helen-testset.png"} <= written
+    assert len(written) == 7 + 3 + 2
+
+
+def test_lmk_data_check_flags_a_folder_whose_pictures_do_not_match_their_labels(tmp_path,
+                                                                                capsys):
+    """Our lfw_5590 in small: its pictures re-aligned (rotated) under unchanged labels."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from lmklib.data.geometry import rotation_affine, warp_affine
+
+    root = tmp_path / "cuhk_5pt"
+    pts = fixtures.write_cuhk_fixture(root, n_train=48, n_test=2)["train"]
+    rng = np.random.default_rng(0)
+    for i in range(0, 48, 2):                                   # the lfw_5590 training faces
+        path = root / "lfw_5590" / f"train_{i:04d}.jpg"
+        image = torch.from_numpy(np.array(Image.open(path)))[None]
+        angle = rng.choice([-1, 1]) * rng.uniform(6, 12)
+        turned = warp_affine(image, rotation_affine(angle, tuple(pts[i].mean(0))), 250,
+                             padding="border")
+        Image.fromarray(turned[0].numpy()).save(path)
+    out_dir = tmp_path / "overlays"
+    assert cli.main(["data", "--check", "--data-root", str(tmp_path), "--out",
+                     str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    rows = _cuhk_rows(out)
+    assert rows["train_official", "lfw_5590"].rstrip().endswith("FLAG")
+    assert "FLAG cuhk_5pt/train_official/lfw_5590: labels fit the images worse" in out
+    assert not rows["train_official", "net_7876"].rstrip().endswith("FLAG")
+    # the clean protocol's 80 px copies were made from the unturned pictures: nothing flagged
+    assert not any(rows[k].rstrip().endswith("FLAG")
+                   for k in (("train", "lfw_5590_80px"), ("train", "net_7876")))
+    assert (out_dir / "cuhk_5pt_train_official_lfw_5590.png").is_file()
