@@ -50,7 +50,7 @@ from ...paths import cache_root, data_root as resolve_data_root
 KAGGLE_DIRS = ("kaggle_keypoints", "facial-keypoints-detection", "kaggle", ".")
 SOURCES = ("auto", "kaggle", "300w", "synthetic")
 #: 300-W sub-folders used for training and for the held-out test of the built set.
-W300_TRAIN = ("afw", "helen/trainset")
+W300_TRAIN = ("afw", "helen/trainset", "lfpw/trainset")
 W300_TEST = ("helen/testset",)
 #: Kaggle's four points that are (almost) always annotated; the others are missing in ~70% of rows.
 KAGGLE_ALWAYS = ("left_eye_center", "right_eye_center", "nose_tip", "mouth_center_bottom_lip")
@@ -98,12 +98,19 @@ def find_kaggle_dir(root: str | os.PathLike | None = None) -> Path | None:
 
 
 def find_w300_dir(root: str | os.PathLike | None = None) -> Path | None:
-    """``<data root>/300w_subset`` (or ``300w``) when it holds the AFW/HELEN folders."""
+    """``<data root>/300w_subset`` (or ``300w``) when it holds the held-out folder
+    (:data:`W300_TEST`) and at least one training folder (:data:`W300_TRAIN`)."""
     base = resolve_data_root(root)
     for sub in ("300w_subset", "300w", "300W"):
-        if all((base / sub / f).is_dir() for f in W300_TRAIN + W300_TEST):
+        if all((base / sub / f).is_dir() for f in W300_TEST) \
+                and any((base / sub / f).is_dir() for f in W300_TRAIN):
             return base / sub
     return None
+
+
+def w300_train_folders(w300_dir: str | os.PathLike) -> tuple[str, ...]:
+    """The training folders of :data:`W300_TRAIN` present under ``w300_dir`` (all are used)."""
+    return tuple(f for f in W300_TRAIN if (Path(w300_dir) / f).is_dir())
 
 
 def resolve_source(source: str = "auto", root: str | os.PathLike | None = None) -> str:
@@ -121,7 +128,8 @@ def resolve_source(source: str = "auto", root: str | os.PathLike | None = None) 
     if source in ("auto", "300w") and find_w300_dir(base) is not None:
         return "300w"
     if source == "300w":
-        raise FileNotFoundError(f"no 300-W folder with {W300_TRAIN + W300_TEST} under {base}")
+        raise FileNotFoundError(f"no 300-W folder with {W300_TEST} and one of {W300_TRAIN} "
+                                f"under {base}")
     return "synthetic"
 
 
@@ -182,7 +190,8 @@ def build_from_w300(w300_dir: str | os.PathLike, out_dir: str | os.PathLike | No
                     seed: int = 0, limit: int | None = None) -> Path:
     """Write a Kaggle-format copy of 300-W (see the module docstring) and return its folder.
 
-    Files: ``training.csv`` (AFW + HELEN train), ``heldout.csv`` (HELEN test, labelled, same
+    Files: ``training.csv`` (every training folder present: AFW, HELEN train, LFPW train),
+    ``heldout.csv`` (HELEN test, labelled, same
     format), ``test.csv`` + ``IdLookupTable.csv`` (HELEN test without labels, asking for all 30
     values of each face) and ``build.json`` (the settings). Nothing is rebuilt when
     ``build.json`` already matches the settings. ``limit`` keeps only the first faces of
@@ -192,8 +201,9 @@ def build_from_w300(w300_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     from ...reports import atomic_write_json
 
     w300_dir = Path(w300_dir)
+    train_folders = w300_train_folders(w300_dir)
     settings = {"source": str(w300_dir.resolve()), "size": size, "crop_scale": crop_scale,
-                "jitter": jitter, "seed": seed, "train": W300_TRAIN, "test": W300_TEST,
+                "jitter": jitter, "seed": seed, "train": train_folders, "test": W300_TEST,
                 "limit": limit, "version": 1}
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as build.json stores them
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
@@ -203,7 +213,7 @@ def build_from_w300(w300_dir: str | os.PathLike, out_dir: str | os.PathLike | No
         return out
     out.mkdir(parents=True, exist_ok=True)
     counts = {}
-    for name, subsets, offset in (("training", W300_TRAIN, 0), ("heldout", W300_TEST, 1)):
+    for name, subsets, offset in (("training", train_folders, 0), ("heldout", W300_TEST, 1)):
         images, pts68, ids = _read_w300(w300_dir, subsets, limit)
         crops, pts15 = crop_faces(images, pts68, size, crop_scale, jitter, seed + offset)
         kfmt.write_kaggle_csv(out / f"{name}.csv", crops[:, 0].numpy(), pts15)
@@ -288,13 +298,14 @@ def load_keypoint_data(dataset: str = "auto", root: str | os.PathLike | None = N
     elif source == "300w":
         # smoke-sized runs build from the first faces only (the cache keys on the limit)
         limit = None if max_train is None else max_train + 2 * (max_eval or max_train)
-        folder = build_from_w300(find_w300_dir(base), crop_scale=crop_scale, jitter=jitter,
-                                 seed=0, limit=limit)
-        pool = _read_csv(folder / "training.csv", "300-W as Kaggle (AFW + HELEN train)")
+        w300 = find_w300_dir(base)
+        folder = build_from_w300(w300, crop_scale=crop_scale, jitter=jitter, seed=0, limit=limit)
+        trained_on = " + ".join(w300_train_folders(w300))
+        pool = _read_csv(folder / "training.csv", f"300-W as Kaggle ({trained_on})")
         test = _read_csv(folder / "heldout.csv", "300-W as Kaggle (HELEN test)")
         val, train = _shuffle_split(pool, (val_fraction,), seed)
         desc = (f"Kaggle-format set built from real 300-W faces (NOT Kaggle's data): "
-                f"{' + '.join(W300_TRAIN)} ({len(pool)} faces) for training/validation, "
+                f"{trained_on} ({len(pool)} faces) for training/validation, "
                 f"{' + '.join(W300_TEST)} ({len(test)}) held out; 96x96 grayscale crops, "
                 f"68->15 points")
         test_csv, lookup = folder / "test.csv", folder / "IdLookupTable.csv"
