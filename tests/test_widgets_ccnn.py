@@ -40,8 +40,9 @@ def test_update_returns_ten_windows_per_stage(explorer):
         # without shake every window sits on the previous stage's point (two per point)
         np.testing.assert_allclose(centres[:5], state.points[k - 1], atol=1e-6)
         np.testing.assert_allclose(centres[5:], state.points[k - 1], atol=1e-6)
-    np.testing.assert_allclose(state.windows[2][1][0], [0.16, 0.16], atol=1e-6)   # Eq. 5
-    np.testing.assert_allclose(state.windows[3][1][9], [0.09, 0.09], atol=1e-6)
+    # Eq. 5, half-extent reading: the anchor expanded by 0.16 (0.09) on each side
+    np.testing.assert_allclose(state.windows[2][1][0], [0.32, 0.32], atol=1e-6)
+    np.testing.assert_allclose(state.windows[3][1][9], [0.18, 0.18], atol=1e-6)
     assert set(state.points) == {1, 2, 3} and all(np.isfinite(e) for e in state.errors.values())
 
 
@@ -95,11 +96,25 @@ def test_build_widget_wires_sliders(explorer):
     sliders[1].value = 1.3                                           # triggers a redraw
 
 
-def test_no_live_widget_in_a_headless_run(explorer, monkeypatch, capsys):
-    """lmk reproduce sets LMK_HEADLESS: no widget comms (nbclient can hang on them)."""
+def test_headless_run_shows_a_static_frame_instead_of_a_live_widget(explorer, monkeypatch,
+                                                                    capsys):
+    """lmk reproduce sets LMK_HEADLESS: no widget comms (nbclient can hang on them), but the
+    cell's output still holds a picture of the current frame (issue 10, item 5), and that
+    figure is closed afterwards (no second copy drawn at the end of the cell)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import IPython.display
+    import matplotlib.pyplot as plt
     from lmklib.widgets import HEADLESS_ENV
     from lmklib.widgets.ccnn import build_widget
 
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, **kw: shown.append(obj))
     monkeypatch.setenv(HEADLESS_ENV, "1")
-    assert build_widget(explorer) is None
+    plt.close("all")
+    state = explorer.update(face=2, window_scale=1.1)
+    assert build_widget(explorer, stage=2, state=state) is None
     assert "open this notebook in Jupyter" in capsys.readouterr().out
+    assert len(shown) == 1 and isinstance(shown[0], matplotlib.figure.Figure)
+    assert len(shown[0].axes) == 11 and "face 2: windows x1.10" in shown[0].axes[0].get_title()
+    assert plt.get_fignums() == []                                  # closed

@@ -8,8 +8,9 @@ It follows Sun, Wang & Tang (CVPR 2013): a global stage and two local refinement
   region, 6), each on a 39x39x3 crop: conv 4x4x20, pool, conv 3x3x40, pool, conv 3x3x60, pool,
   fc 120, fc out (Table 2). A point predicted by several nets is their mean (Eq. 4).
 * Stages 2 and 3: ten nets each, two per point, on 15x15x3 windows centred on the previous
-  stage's points, of side 0.16 / 0.18 (stage 2) and 0.08 / 0.09 (stage 3) of the face box
-  (Eq. 5): conv 4x4x20, pool, conv 3x3x40, pool, fc 60, fc 2.
+  stage's points, expanded by 0.16 / 0.18 (stage 2) and 0.08 / 0.09 (stage 3) of the face box
+  on each side (Eq. 5, ``CCNNConfig.window_extent``): conv 4x4x20, pool, conv 3x3x40, pool,
+  fc 60, fc 2.
 
 Coordinates. Everything geometric is in *face-box units*: ``u = (x - x0) / w``, ``v = (y - y0) / h``
 for the face box ``(x0, y0, x1, y1)``, ``w = x1 - x0``, ``h = y1 - y0``; pixel centres sit at
@@ -56,6 +57,10 @@ class CCNNConfig:
     # Eq. 5: (a1, b1) and (a2, b2) per stage; a scales the box height, b the width.
     stage2_windows: tuple[float, float] = (0.16, 0.18)
     stage3_windows: tuple[float, float] = (0.08, 0.09)
+    # How Eq. 5's fractions size a window. "half": the anchor is "expanded to the top, bottom,
+    # left and right" by a*h / b*w, so the window is 2a*h x 2b*w (Sun et al. 2013's padding,
+    # Section 3.1.2's wording). "full": a*h x b*w is the whole window (the formula read alone).
+    window_extent: str = "half"
     shake_std: float = 0.01                # shake ~ N(0, 1e-4): variance 1e-4 -> std 0.01
     dropout: float = 0.25                  # on the hidden FC layer's output (Section 3.3)
     relative: bool = True                  # windows+ (Eq. 9); False = windows- (absolute)
@@ -68,10 +73,14 @@ class CCNNConfig:
         return centres, sizes
 
     def local_window_sizes(self, stage: int) -> torch.Tensor:
-        """Sizes ``[10, 2]`` (width, height) of the ten windows of stage 2 or 3: nets 0-4 use
-        ``(b1, a1)`` for points 0-4, nets 5-9 ``(b2, a2)`` (Eq. 5, with a = b in the paper)."""
+        """Sizes ``[10, 2]`` (width, height, box units) of the ten windows of stage 2 or 3: nets
+        0-4 use ``(b1, a1)`` for points 0-4, nets 5-9 ``(b2, a2)`` (Eq. 5, with a = b in the
+        paper), doubled when :attr:`window_extent` is ``"half"`` (the default)."""
+        if self.window_extent not in ("half", "full"):
+            raise ValueError(f"window_extent must be 'half' or 'full', got {self.window_extent!r}")
         a1, a2 = {2: self.stage2_windows, 3: self.stage3_windows}[stage]
-        return torch.tensor([[a1, a1]] * 5 + [[a2, a2]] * 5)
+        k = 2.0 if self.window_extent == "half" else 1.0
+        return torch.tensor([[k * a1, k * a1]] * 5 + [[k * a2, k * a2]] * 5)
 
 
 # --------------------------------------------------------------------------- the nets

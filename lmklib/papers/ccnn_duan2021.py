@@ -11,8 +11,10 @@ augmentation and shake composed in) are then cut on the fly by one ``grid_sample
 so the 60,000 augmented faces of Section 4.1 are never materialised.
 
 Training (Section 3.3): per-net loss Eq. 6 (N = the net's points, see :func:`stage_loss`) on
-window-relative targets (summed over the nets of a stage, which are independent), SGD with L2 on
-the weights, learning rate 5e-3 times 0.9 every 100 iterations; stages trained in order, the
+window-relative targets (summed over the nets of a stage, which are independent), L2 on the
+weights; the paper's schedule (SGD, 5e-3 times 0.9 every 100 iterations) is ``schedule="paper"``,
+the profiles use Adam one-cycle because the paper's effectively stops learning after ~3,000
+iterations, before it converges (see :func:`make_optimizer`); stages trained in order, the
 nets of a stage together through the batched :class:`~lmklib.models.ccnn.NetGroup`. Training
 windows of stage k are centred on stage k-1's predictions for the (augmented) training face,
 plus shake.
@@ -42,24 +44,57 @@ AUGMENTATIONS: tuple[tuple[float, bool], ...] = (
     (0.0, False), (-15.0, False), (12.0, False), (0.0, True), (-15.0, True), (12.0, True))
 
 PROFILES: dict[str, dict[str, Any]] = {
-    # n_train/n_test: faces (None = all 10,000 / 3,466); iters: SGD iterations per stage (the two
-    # stage-1 ablation runs, windows- and shake-, get iters[1] too); 100 iterations = one "epoch"
-    # = one learning-rate decay step. n_cross: faces per cross-dataset set (None = all).
-    # loss_n: what N counts in Eq. 6 ("points" or "outputs"; see stage_loss).
+    # n_train/n_test: faces (None = all); iters: iterations per stage of the main cascade;
+    # ablation_iters: stage-1 iterations of each Fig. 5/6 ablation run (fewer: the headline is the
+    # main cascade). 100 iterations = one "epoch" of lmklib.train.fit (and one decay step of the
+    # paper schedule). schedule: "onecycle" (Adam, one-cycle to lr, what the profiles use) or
+    # "paper" (SGD 5e-3 x 0.9 every 100 iterations; see make_optimizer). shake_std: the training
+    # shake of the main cascade (box units; the paper's N(0, 1e-4) is paper_shake_std = 0.01,
+    # also run in the ablation). window_extent / windows: Eq. 5 (see CCNNConfig).
+    # extent_ablation_iters: stage-2/3 iterations of a retrain under the other Eq. 5 reading
+    # ("full") on the same stage 1 (None: only the window coverage is measured).
+    # n_cross: faces per cross-dataset set (None = all). loss_n: what N counts in Eq. 6.
     "smoke": dict(n_train=120, n_test=60, cache_size=64, margin=0.25, batch=16,
-                  iters={1: 10, 2: 10, 3: 10}, augment=True, momentum=0.9,
-                  weight_decay=5e-4, loss_n="points", n_cross=20, n_synthetic=(120, 60)),
+                  iters={1: 10, 2: 10, 3: 10}, ablation_iters=10,
+                  extent_ablation_iters={2: 10, 3: 10}, augment=True,
+                  schedule="onecycle", lr=2e-3, momentum=0.9, weight_decay=5e-4,
+                  shake_std=0.03, paper_shake_std=0.01, window_extent="half",
+                  windows={2: (0.16, 0.18), 3: (0.08, 0.09)},
+                  loss_n="points", n_cross=20, n_synthetic=(120, 60)),
     "quick": dict(n_train=None, n_test=None, cache_size=80, margin=0.25, batch=64,
-                  iters={1: 1000, 2: 800, 3: 800}, augment=True, momentum=0.9,
-                  weight_decay=5e-4, loss_n="points", n_cross=None, n_synthetic=(3000, 1000)),
+                  iters={1: 1000, 2: 600, 3: 600}, ablation_iters=300,
+                  extent_ablation_iters=None, augment=True,
+                  schedule="onecycle", lr=2e-3, momentum=0.9, weight_decay=5e-4,
+                  shake_std=0.03, paper_shake_std=0.01, window_extent="half",
+                  windows={2: (0.16, 0.18), 3: (0.08, 0.09)},
+                  loss_n="points", n_cross=None, n_synthetic=(3000, 1000)),
     "paper": dict(n_train=None, n_test=None, cache_size=96, margin=0.25, batch=64,
-                  iters={1: 10000, 2: 6000, 3: 6000}, augment=True, momentum=0.9,
-                  weight_decay=5e-4, loss_n="points", n_cross=None, n_synthetic=(10000, 3466)),
+                  iters={1: 10000, 2: 6000, 3: 6000}, ablation_iters=3000,
+                  extent_ablation_iters={2: 3000, 3: 3000}, augment=True,
+                  schedule="onecycle", lr=2e-3, momentum=0.9, weight_decay=5e-4,
+                  shake_std=0.03, paper_shake_std=0.01, window_extent="half",
+                  windows={2: (0.16, 0.18), 3: (0.08, 0.09)},
+                  loss_n="points", n_cross=None, n_synthetic=(10000, 3466)),
 }
+SCHEDULES = ("onecycle", "paper")
 BASE_LR = 5e-3          # Section 3.3
 LR_DECAY = 0.9          # "every 100 iterations, the learning rate decays to 90%"
 DECAY_EVERY = 100
 W300_FOLDERS = ("afw", "helen/trainset", "helen/testset", "lfpw/trainset", "lfpw/testset", "ibug")
+
+
+def config_from_profile(profile: dict[str, Any], **overrides) -> CCNNConfig:
+    """The :class:`CCNNConfig` of a profile (window extent and fractions, training shake), with
+    ``overrides`` (e.g. ``relative=False`` for windows-)."""
+    kw: dict[str, Any] = {}
+    if "window_extent" in profile:
+        kw["window_extent"] = profile["window_extent"]
+    if "windows" in profile:
+        kw["stage2_windows"] = tuple(profile["windows"][2])
+        kw["stage3_windows"] = tuple(profile["windows"][3])
+    if "shake_std" in profile:
+        kw["shake_std"] = profile["shake_std"]
+    return CCNNConfig(**(kw | overrides))
 
 
 def get_profile(name: str) -> dict[str, Any]:
@@ -252,21 +287,50 @@ def stage_loss(out: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
     return per_net.mean(0).sum()
 
 
-def make_optimizer(group: torch.nn.Module, momentum: float, weight_decay: float
-                   ) -> torch.optim.Optimizer:
-    """SGD at 5e-3; L2 (Eq. 6's 1/2 eta ||W||^2) on the weights only, not the biases."""
+def make_optimizer(group: torch.nn.Module, momentum: float, weight_decay: float,
+                   schedule: str = "paper", lr: float = BASE_LR, total_steps: int = 1
+                   ) -> tuple[torch.optim.Optimizer, Any, str]:
+    """Optimizer, learning-rate scheduler and when it steps (``"epoch"`` / ``"batch"``); L2
+    (Eq. 6's 1/2 eta ||W||^2) as weight decay on the weights only, not the biases.
+
+    ``schedule="paper"`` -- what Section 3.3 says: SGD at 5e-3 (``lr`` is ignored; momentum is
+    our choice), times 0.9 every 100 iterations. Its learning rates sum to at most
+    ``5e-3 * 100 / (1 - 0.9) = 5``: after 3,000 iterations the rate is 4 % of the start and
+    only 0.2 of that sum is left, so training effectively stops there, whatever the stated
+    iteration count (10,000 iterations end at 1e-7). It cannot converge from Xavier weights in
+    that budget (stage 1 at 600 iterations: 7.6 % against 4.7 % with one-cycle, issue 10).
+
+    ``schedule="onecycle"`` -- ours: Adam with a one-cycle schedule peaking at ``lr`` over
+    ``total_steps`` iterations, stepped every batch.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     weights = [p for n, p in group.named_parameters() if not n.endswith("bias")]
     biases = [p for n, p in group.named_parameters() if n.endswith("bias")]
-    return torch.optim.SGD([{"params": weights, "weight_decay": weight_decay},
-                            {"params": biases, "weight_decay": 0.0}],
-                           lr=BASE_LR, momentum=momentum)
+    groups = [{"params": weights, "weight_decay": weight_decay},
+              {"params": biases, "weight_decay": 0.0}]
+    if schedule == "paper":
+        opt = torch.optim.SGD(groups, lr=BASE_LR, momentum=momentum)
+        return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=LR_DECAY), "epoch"
+    opt = torch.optim.Adam(groups, lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, total_steps))
+    return opt, sched, "batch"
+
+
+def paper_learning_rate(iteration: int) -> float:
+    """The learning rate of the paper schedule at ``iteration`` (0-based):
+    ``5e-3 * 0.9 ** (iteration // 100)``."""
+    return BASE_LR * LR_DECAY ** (iteration // DECAY_EVERY)
 
 
 def train_stage(model: CCNN, stage: int, crops: FaceCrops, iters: int, batch: int,
                 augment: bool = True, anchors: torch.Tensor | None = None, shake_std: float = 0.01,
                 momentum: float = 0.9, weight_decay: float = 5e-4, seed: int = 0,
-                progress: bool = False, batched: bool | None = None, loss_n: str = "points"):
+                progress: bool = False, batched: bool | None = None, loss_n: str = "points",
+                schedule: str = "paper", lr: float = BASE_LR):
     """Train the nets of one stage with :func:`lmklib.train.fit`; returns its history.
+
+    ``schedule``, ``lr``: see :func:`make_optimizer` (one fit "epoch" = 100 iterations).
 
     ``anchors [N, A, 5, 2]``: the previous stage's points for every (face, augmentation).
     ``batched``: train through the grouped computation (True) or net by net (False); the
@@ -290,9 +354,9 @@ def train_stage(model: CCNN, stage: int, crops: FaceCrops, iters: int, batch: in
         out = _group(inputs) if use_batched else _group.forward_each(inputs)
         return stage_loss(out, targets, mask, loss_n)
 
-    opt = make_optimizer(group, momentum, weight_decay)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=LR_DECAY)
-    hist = fit(group, loader, loss_fn, opt, epochs, scheduler=sched, scheduler_step="epoch",
+    opt, sched, step = make_optimizer(group, momentum, weight_decay, schedule, lr,
+                                      epochs * len(loader))
+    hist = fit(group, loader, loss_fn, opt, epochs, scheduler=sched, scheduler_step=step,
                seed=seed + 1000 * stage, progress=progress, desc=f"stage {stage}")
     hist.insert(0, "stage", stage)
     return hist
@@ -300,9 +364,13 @@ def train_stage(model: CCNN, stage: int, crops: FaceCrops, iters: int, batch: in
 
 @torch.no_grad()
 def predict_stage(model: CCNN, stage: int, crops: FaceCrops, anchors: torch.Tensor | None = None,
-                  augs: Sequence[int] = (0,), batch: int = 512) -> torch.Tensor:
+                  augs: Sequence[int] = (0,), batch: int = 512, batched: bool = False
+                  ) -> torch.Tensor:
     """Box-unit predictions ``[N, len(augs), 5, 2]`` of ``stage`` for every face under each
-    augmentation (in that augmentation's frame). ``anchors [N, len(augs), 5, 2]``."""
+    augmentation (in that augmentation's frame). ``anchors [N, len(augs), 5, 2]``.
+
+    ``batched=False`` (default) runs the nets one by one (:meth:`NetGroup.forward_each`), which
+    on CPU is faster than the grouped path for these small nets (same outputs)."""
     model.eval()
     out = torch.zeros(len(crops), len(augs), 5, 2)
     boxes_abs = absolute(crops)
@@ -312,13 +380,14 @@ def predict_stage(model: CCNN, stage: int, crops: FaceCrops, anchors: torch.Tens
             aug_ids = torch.full_like(faces, a)
             affine, _ = augment_batch(crops, faces, aug_ids)
             images, fr = crops.images[faces], frames(crops, len(faces))
+            group = model.stage(stage)
+            run = group if batched else group.forward_each
             if stage == 1:
                 inputs, c, s = model.stage1_inputs(images, fr, affine)
-                out[faces, a_i] = model.decode_stage1(model.stage1(inputs), c, s,
-                                                      boxes_abs[faces])
+                out[faces, a_i] = model.decode_stage1(run(inputs), c, s, boxes_abs[faces])
             else:
                 inputs, c, s = model.local_inputs(stage, images, fr, anchors[faces, a_i], affine)
-                out[faces, a_i] = model.decode_local(model.stage(stage)(inputs), c, s)
+                out[faces, a_i] = model.decode_local(run(inputs), c, s)
     return out
 
 
@@ -332,7 +401,8 @@ def predict(model: CCNN, crops: FaceCrops, stages: int = 3) -> list[torch.Tensor
 
 def train_ccnn(crops: FaceCrops, profile: str | dict = "quick", config: CCNNConfig | None = None,
                stages: int = 3, seed: int = 0, shake_std: float | None = None,
-               progress: bool = False, log=print) -> tuple[CCNN, "pd.DataFrame"]:
+               progress: bool = False, log=print, reuse: CCNN | None = None,
+               from_stage: int = 1) -> tuple[CCNN, "pd.DataFrame"]:
     """Train the cascade stage by stage on ``crops``; returns the model and the history.
 
     Each stage is one :func:`lmklib.train.fit` call (:func:`train_stage`). The loop over the
@@ -342,28 +412,39 @@ def train_ccnn(crops: FaceCrops, profile: str | dict = "quick", config: CCNNConf
     next stage's training windows are centred.
 
     Args:
-        profile: a :data:`PROFILES` name or dict (iterations, batch, augmentation, SGD).
-        config: geometry (``relative=False`` for windows-); ``shake_std`` overrides its shake.
+        profile: a :data:`PROFILES` name or dict (iterations, batch, augmentation, schedule,
+            shake, windows).
+        config: geometry (default: :func:`config_from_profile`; ``relative=False`` for
+            windows-); ``shake_std`` overrides its shake.
+        reuse, from_stage: copy stages ``1 .. from_stage - 1`` from the trained ``reuse`` (not
+            trained again; their predictions give the anchors) and train the later ones, e.g.
+            stages 2-3 under another window reading on the same stage 1.
     """
     import pandas as pd
 
     p = get_profile(profile) if isinstance(profile, str) else dict(profile)
     torch.manual_seed(seed)
-    model = CCNN(config or CCNNConfig())
+    model = CCNN(config or config_from_profile(p))
     std = model.config.shake_std if shake_std is None else shake_std
     augs = list(range(len(AUGMENTATIONS) if p["augment"] else 1))
     hists, anchors = [], None
-    for stage in range(1, stages + 1):
+    if from_stage > 1 and reuse is None:
+        raise ValueError("from_stage > 1 needs a trained model to reuse")
+    for stage in range(1, from_stage):
+        model.stage(stage).load_state_dict(reuse.stage(stage).state_dict())
+        anchors = predict_stage(model, stage, crops, anchors, augs)
+    for stage in range(from_stage, stages + 1):
         t0 = time.perf_counter()
         hists.append(train_stage(model, stage, crops, p["iters"][stage], p["batch"], p["augment"],
                                  anchors, std, p["momentum"], p["weight_decay"], seed, progress,
-                                 loss_n=p.get("loss_n", "points")))
+                                 loss_n=p.get("loss_n", "points"),
+                                 schedule=p.get("schedule", "paper"), lr=p.get("lr", BASE_LR)))
         if stage < stages:   # the next stage's training windows sit on this stage's predictions
             anchors = predict_stage(model, stage, crops, anchors, augs)
         log(f"stage {stage}: {p['iters'][stage]} iterations in {time.perf_counter() - t0:.0f} s, "
             f"final loss {hists[-1]['train_loss'].iloc[-1]:.3g}")
     model.eval()
-    return model, pd.concat(hists, ignore_index=True)
+    return model, (pd.concat(hists, ignore_index=True) if hists else pd.DataFrame())
 
 
 # --------------------------------------------------------------------------- evaluation

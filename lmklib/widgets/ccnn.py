@@ -125,27 +125,47 @@ class CCNNExplorer:
         return fig
 
 
-def build_widget(explorer: CCNNExplorer, stage: int = 3):
-    """ipywidgets sliders (face, window scale, shake, seed, stage) driving :meth:`update`.
+def show_static(explorer: CCNNExplorer, state: ExplorerState | None = None, stage: int = 3):
+    """Display one rendered frame as a static PNG (what a headless report, an untrusted notebook
+    or an HTML export can show) and close its figure, so no second copy is drawn later."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
 
-    In a headless run (:func:`lmklib.widgets.headless`) no widget is built: returns None after
-    saying where the static view is."""
+    fig = explorer.render(state or explorer.update(), stage)
+    try:
+        display(fig)
+    finally:
+        plt.close(fig)
+    return fig
+
+
+def build_widget(explorer: CCNNExplorer, stage: int = 3, state: ExplorerState | None = None):
+    """ipywidgets sliders (face, window scale, shake, seed, stage) driving :meth:`update`,
+    starting from ``state`` (default: face 0, windows x1, no shake).
+
+    In a headless run (:func:`lmklib.widgets.headless`) no live widget is built (nobody can
+    move a slider, and widget comms can hang nbclient): the current frame is displayed as a
+    static image instead (:func:`show_static`) and None is returned."""
     from . import headless
 
+    if state is None:
+        state = explorer.update()
     if headless():
-        print("interactive window explorer: open this notebook in Jupyter to use it (skipped in a "
-              "headless run; its static view is the widget_stage2 figure)")
+        print("interactive window explorer: open this notebook in Jupyter to move the sliders; "
+              "the current frame:")
+        show_static(explorer, state, stage)
         return None
     import ipywidgets as w
     import matplotlib.pyplot as plt
 
     out = w.Output()
     controls = {
-        "face": w.IntSlider(0, 0, len(explorer.crops) - 1, description="face"),
-        "window_scale": w.FloatSlider(1.0, min=0.5, max=2.0, step=0.05, description="window x"),
-        "shake_std": w.FloatSlider(0.0, min=0.0, max=0.05, step=0.0025, readout_format=".4f",
-                                   description="shake std"),
-        "seed": w.IntSlider(0, 0, 20, description="shake seed"),
+        "face": w.IntSlider(state.face, 0, len(explorer.crops) - 1, description="face"),
+        "window_scale": w.FloatSlider(state.window_scale, min=0.5, max=2.0, step=0.05,
+                                      description="window x"),
+        "shake_std": w.FloatSlider(state.shake_std, min=0.0, max=0.05, step=0.0025,
+                                   readout_format=".4f", description="shake std"),
+        "seed": w.IntSlider(state.seed, 0, 20, description="shake seed"),
         "stage": w.ToggleButtons(options=[2, 3], value=stage, description="stage"),
     }
 

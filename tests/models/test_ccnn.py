@@ -156,3 +156,17 @@ def test_windows_minus_decodes_absolute_coordinates():
 
 def F_pad(t: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(t, (0, 10 - t.shape[-1]))
+
+
+def test_window_extent_known_answers():
+    """Eq. 5: "half" (default) expands the anchor by a*h / b*w on each side, "full" makes that
+    the whole window; any other reading is rejected."""
+    half, full = CCNNConfig(), CCNNConfig(window_extent="full")
+    assert half.window_extent == "half"
+    assert torch.allclose(half.local_window_sizes(2)[0], torch.tensor([0.32, 0.32]))
+    assert torch.allclose(half.local_window_sizes(2)[5], torch.tensor([0.36, 0.36]))
+    assert torch.allclose(half.local_window_sizes(3)[4], torch.tensor([0.16, 0.16]))
+    assert torch.allclose(full.local_window_sizes(3),
+                          torch.tensor([[0.08, 0.08]] * 5 + [[0.09, 0.09]] * 5))
+    with pytest.raises(ValueError, match="window_extent must be 'half' or 'full'"):
+        CCNNConfig(window_extent="side").local_window_sizes(2)

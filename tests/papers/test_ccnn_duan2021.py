@@ -209,3 +209,82 @@ def test_train_ccnn_runs_and_errors_have_their_shapes():
     assert errs["per_point"].shape == (3, 5) and np.isfinite(errs["mean"]).all()
     assert errs["per_face"].shape == (3, len(crops))
     assert errs["points"][2].shape == (len(crops), 5, 2)
+
+
+def _lrs(schedule: str, iters: int, lr: float = 2e-3) -> list[float]:
+    """The learning rate used at each of ``iters`` iterations (scheduler stepped as fit does)."""
+    net = torch.nn.Linear(2, 2)
+    opt, sched, step = C.make_optimizer(net, 0.9, 5e-4, schedule, lr, iters)
+    out = []
+    for i in range(iters):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if step == "batch" or (i + 1) % C.DECAY_EVERY == 0:
+            sched.step()
+    return out
+
+
+def test_paper_schedule_known_answers():
+    """Section 3.3: SGD 5e-3, x0.9 every 100 iterations; weights decayed, biases not."""
+    net = torch.nn.Linear(2, 2)
+    opt, _, step = C.make_optimizer(net, 0.9, 5e-4, "paper", lr=1.0)       # lr ignored
+    assert isinstance(opt, torch.optim.SGD) and step == "epoch"
+    assert [g["weight_decay"] for g in opt.param_groups] == [5e-4, 0.0]
+    lrs = _lrs("paper", 1000)
+    assert lrs[0] == lrs[99] == 5e-3
+    assert lrs[100] == pytest.approx(4.5e-3) and lrs[999] == pytest.approx(5e-3 * 0.9 ** 9)
+    assert lrs[250] == pytest.approx(C.paper_learning_rate(250)) == pytest.approx(5e-3 * 0.81)
+    # why it cannot converge: the rates sum to at most 5, and 96 % of that is spent by 3,000
+    total = 5e-3 * 100 / (1 - 0.9)
+    assert total == pytest.approx(5.0)
+    spent = sum(C.paper_learning_rate(i) for i in range(3000))
+    assert spent / total == pytest.approx(1 - 0.9 ** 30, rel=1e-9) and spent / total > 0.95
+    assert C.paper_learning_rate(9999) < 2e-7
+
+
+def test_onecycle_schedule_known_answers():
+    """Adam, one cycle over the stage's iterations: starts at lr/25, peaks at lr at 30 %,
+    ends near zero."""
+    net = torch.nn.Linear(2, 2)
+    opt, _, step = C.make_optimizer(net, 0.9, 5e-4, "onecycle", 2e-3, 1000)
+    assert isinstance(opt, torch.optim.Adam) and step == "batch"
+    lrs = _lrs("onecycle", 1000)
+    assert lrs[0] == pytest.approx(2e-3 / 25)
+    assert max(lrs) == pytest.approx(2e-3, rel=1e-3) and 290 <= int(np.argmax(lrs)) <= 310
+    assert lrs[-1] < 1e-6
+    with pytest.raises(ValueError, match="schedule"):
+        C.make_optimizer(net, 0.9, 5e-4, "cosine")
+
+
+def test_profiles_use_a_converging_schedule_and_half_extent_windows():
+    for name in ("quick", "paper"):
+        p = C.get_profile(name)
+        assert p["schedule"] == "onecycle" and p["window_extent"] == "half"
+        assert p["iters"][1] == max(p["iters"].values()) > p["ablation_iters"]   # headline first
+        assert p["shake_std"] > p["paper_shake_std"] == 0.01
+    cfg = C.config_from_profile(C.get_profile("quick"), relative=False)
+    assert cfg.window_extent == "half" and cfg.shake_std == 0.03 and not cfg.relative
+    assert cfg.stage3_windows == (0.08, 0.09)
+    full = C.config_from_profile(C.get_profile("quick") | {"window_extent": "full"})
+    assert torch.allclose(full.local_window_sizes(3), cfg.local_window_sizes(3) / 2)
+
+
+@pytest.mark.slow
+def test_paper_schedule_trains_through_fit():
+    crops = _random_crops()
+    prof = C.get_profile("smoke") | {"iters": {1: 200, 2: 2, 3: 2}, "batch": 2,
+                                     "schedule": "paper"}
+    _, hist = C.train_ccnn(crops, prof, stages=1, log=lambda *_: None)
+    assert hist["lr"].tolist() == pytest.approx([4.5e-3, 4.05e-3])       # after each epoch
+
+
+def test_fast_prediction_path_matches_the_grouped_one():
+    crops = _random_crops()
+    torch.manual_seed(0)
+    model = ccnn()
+    a = C.predict_stage(model, 1, crops, augs=(0, 3))
+    b = C.predict_stage(model, 1, crops, augs=(0, 3), batched=True)
+    assert torch.allclose(a, b, atol=1e-5)
+    a2 = C.predict_stage(model, 2, crops, anchors=a, augs=(0, 3))
+    b2 = C.predict_stage(model, 2, crops, anchors=a, augs=(0, 3), batched=True)
+    assert torch.allclose(a2, b2, atol=1e-5)
