@@ -101,6 +101,17 @@ def random_similarity(images: torch.Tensor, points: torch.Tensor, angle: float =
     return warped, moved
 
 
+def augment(images: torch.Tensor, points: torch.Tensor, flip: bool,
+            similarity: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training augmentation of every model here: :func:`random_flip` (if ``flip``), then
+    :func:`random_similarity` (with ``similarity``'s arguments, if given)."""
+    if flip:
+        images, points = random_flip(images, points, KAGGLE15.flip_perm)
+    if similarity:
+        images, points = random_similarity(images, points, **similarity)
+    return images, points
+
+
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, norm: Normalisation,
             batch_size: int = 256) -> torch.Tensor:
@@ -158,10 +169,7 @@ def train_regressor(model: nn.Module, data, *, epochs: int, batch_size: int = 32
 
     def loss_fn(model, batch):
         images, points = batch
-        if flip:
-            images, points = random_flip(images, points, KAGGLE15.flip_perm)
-        if similarity:
-            images, points = random_similarity(images, points, **similarity)
+        images, points = augment(images, points, flip, similarity)
         loss = masked_mse(model(norm.images(images)), norm.points(points))
         return loss, {"mse_px": float(loss.detach()) * norm.half ** 2}
 
@@ -191,10 +199,7 @@ def train_refiner(refiner_model: PatchRefiner, stage1: nn.Module, data, *, sigma
 
     def loss_fn(model, batch):
         images, points = batch
-        if flip:
-            images, points = random_flip(images, points, KAGGLE15.flip_perm)
-        if similarity:
-            images, points = random_similarity(images, points, **similarity)
+        images, points = augment(images, points, flip, similarity)
         centres = points + sigma * torch.randn_like(points)
         refined = model(norm.images(images), centres)
         loss = masked_mse(norm.points(refined), norm.points(points))
