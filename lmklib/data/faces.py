@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -225,4 +225,4 @@ def fixed_subset(n_total: int, n: int | None, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n_total)[:n])
 
 
-__all__: list[Any] = ["BoxGeometry", "CropPolicy", "FaceCrops", "fixed_subset", "load_face_crops"]
+__all__ = ["BoxGeometry", "CropPolicy", "FaceCrops", "fixed_subset", "load_face_crops"]
