@@ -407,3 +407,55 @@ class ToFloat:
 
     def __repr__(self) -> str:
         return f"ToFloat(mean={self.mean}, std={self.std}, per_image={self.per_image})"
+
+
+# ----------------------------------------------------------------------------- batch augmentation
+# On whole training batches (tensors already in memory), drawn from torch's global RNG so that
+# :func:`lmklib.train.fit`'s per-epoch reseeding makes them exact on resume. The draws happen on
+# the CPU, so a batch gives the same augmentation on any device.
+def random_flip(images: torch.Tensor, points: torch.Tensor,
+                flip_perm: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror a random half of a batch: images ``[N, C, H, W]``, pixel points ``[N, K, 2]``;
+    left/right points swap through ``flip_perm`` (:attr:`Scheme.flip_perm`)."""
+    flip = (torch.rand(images.shape[0]) < 0.5).to(images.device)
+    if not flip.any():
+        return images, points
+    images, points = images.clone(), points.clone()
+    w = images.shape[-1]
+    images[flip] = images[flip].flip(-1)
+    mirrored = points[flip][:, list(flip_perm)]
+    mirrored[..., 0] = (w - 1) - mirrored[..., 0]
+    points[flip] = mirrored
+    return images, points
+
+
+def random_similarity(images: torch.Tensor, points: torch.Tensor, angle: float = 15.0,
+                      scale: tuple[float, float] = (0.9, 1.1), shift: float = 0.05
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate (uniform +-``angle`` degrees), scale and shift (+-``shift`` of the side) every
+    face of a batch about the image centre, in one resampling. Images ``[N, C, H, W]`` (border
+    padding), pixel points ``[N, K, 2]`` (NaN stays NaN)."""
+    n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
+    u = torch.rand(n, 4, dtype=torch.float64).numpy()
+    t = np.radians((2 * u[:, 0] - 1) * angle)
+    s = scale[0] + (scale[1] - scale[0]) * u[:, 1]
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    c, si = s * np.cos(t), s * np.sin(t)
+    a = np.zeros((n, 2, 3))
+    a[:, 0, 0], a[:, 0, 1], a[:, 1, 0], a[:, 1, 1] = c, si, -si, c
+    a[:, 0, 2] = cx - c * cx - si * cy + (2 * u[:, 2] - 1) * shift * w
+    a[:, 1, 2] = cy + si * cx - c * cy + (2 * u[:, 3] - 1) * shift * h
+    warped = warp_affine(images, a, (h, w), padding="border")
+    moved = apply_affine(points.detach().double().cpu().numpy(), a)
+    return warped, torch.as_tensor(moved, dtype=points.dtype, device=points.device)
+
+
+def augment_batch(images: torch.Tensor, points: torch.Tensor, flip_perm: Sequence[int] | None,
+                  similarity: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch's augmentation: :func:`random_flip` (if ``flip_perm`` is given), then
+    :func:`random_similarity` (with ``similarity``'s keyword arguments, if given)."""
+    if flip_perm is not None:
+        images, points = random_flip(images, points, flip_perm)
+    if similarity:
+        images, points = random_similarity(images, points, **similarity)
+    return images, points

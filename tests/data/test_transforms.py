@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lmklib.data import transforms as T
-from lmklib.data.schemes import CUHK5, IBUG68
+from lmklib.data.schemes import CUHK5, IBUG68, KAGGLE15
 
 H, W = 90, 110
 POINTS = np.array([[30.0, 35.0], [72.3, 33.6], [51.0, 52.5], [36.7, 68.0], [66.0, 67.2]])
@@ -244,3 +244,44 @@ def test_same_seed_different_transforms_are_independent():
     flip = T.RandomHorizontalFlip(CUHK5, p=1.0, seed=np.random.default_rng(0))
     s = dot_sample()
     assert torch.equal(flip(s)["image"], T.HorizontalFlip(CUHK5)(s)["image"])
+
+
+# --- batch augmentation ---------------------------------------------------------------------
+def test_random_flip_batch_mirrors_points_and_swaps_sides():
+    torch.manual_seed(0)
+    images = torch.zeros(64, 1, 96, 96, dtype=torch.uint8)
+    images[:, 0, 10, 5] = 255                                  # a dot at x = 5
+    points = torch.rand(64, 15, 2) * 95
+    out_images, out_points = T.random_flip(images, points, KAGGLE15.flip_perm)
+    flipped = out_images[:, 0, 10, 90] == 255                  # (96 - 1) - 5
+    assert 0 < flipped.sum() < 64
+    perm = list(KAGGLE15.flip_perm)
+    assert torch.allclose(out_points[flipped, :, 0], 95 - points[flipped][:, perm, 0])
+    assert torch.allclose(out_points[flipped, :, 1], points[flipped][:, perm, 1])
+    assert torch.equal(out_points[~flipped], points[~flipped])
+
+
+def test_random_similarity_batch_identity_and_dots_follow_points():
+    images = torch.zeros(3, 1, 96, 96, dtype=torch.uint8)
+    points = torch.tensor([[[30.0, 40.0], [60.0, 50.0]]] * 3)
+    points[2, 1] = float("nan")
+    for i in range(3):
+        for x, y in points[i].nan_to_num(-10).round().long().tolist():
+            if x >= 0:
+                images[i, 0, y - 1:y + 2, x - 1:x + 2] = 255
+    same, p = T.random_similarity(images, points, angle=0.0, scale=(1.0, 1.0), shift=0.0)
+    assert torch.equal(same, images)
+    torch.testing.assert_close(p, points, equal_nan=True)
+    torch.manual_seed(0)
+    warped, moved = T.random_similarity(images, points, angle=15.0, scale=(0.9, 1.1), shift=0.05)
+    assert torch.isnan(moved[2, 1]).all() and not torch.equal(moved[0], points[0])
+    for i in range(3):
+        im = warped[i, 0].double().numpy()
+        for x, y in moved[i].numpy():
+            if np.isnan(x):
+                continue
+            yi, xi = int(round(y)), int(round(x))
+            ys, xs = np.mgrid[yi - 3:yi + 4, xi - 3:xi + 4]
+            patch = im[yi - 3:yi + 4, xi - 3:xi + 4]
+            centroid = np.array([(xs * patch).sum(), (ys * patch).sum()]) / patch.sum()
+            np.testing.assert_allclose(centroid, [x, y], atol=0.35)

@@ -20,20 +20,6 @@ def test_build_is_seeded_and_checks_the_name():
         kx.build("vgg")
 
 
-def test_random_flip_mirrors_points_and_swaps_sides():
-    torch.manual_seed(0)
-    images = torch.zeros(64, 1, 96, 96, dtype=torch.uint8)
-    images[:, 0, 10, 5] = 255                                  # a dot at x = 5
-    points = torch.rand(64, 15, 2) * 95
-    out_images, out_points = kx.random_flip(images, points, KAGGLE15.flip_perm)
-    flipped = out_images[:, 0, 10, 90] == 255                  # (96 - 1) - 5
-    assert 0 < flipped.sum() < 64
-    perm = list(KAGGLE15.flip_perm)
-    assert torch.allclose(out_points[flipped, :, 0], 95 - points[flipped][:, perm, 0])
-    assert torch.allclose(out_points[flipped, :, 1], points[flipped][:, perm, 1])
-    assert torch.equal(out_points[~flipped], points[~flipped])
-
-
 def test_profiles_define_every_size():
     keys = set(kx.PROFILES["quick"])
     for name in ("smoke", "quick", "paper"):
@@ -180,31 +166,3 @@ def test_build_from_w300_writes_a_kaggle_format_set(tmp_path):
     assert (len(data.train), len(data.val), len(data.test)) == (3, 1, 2)
     assert "NOT Kaggle" in data.description
     assert all(p.startswith(str(data.folder / "heldout.csv")) for p in data.test.paths)
-
-
-def test_random_similarity_identity_and_dots_follow_points():
-    from lmklib.papers.kaggle_keypoints_he.experiments import random_similarity
-
-    images = torch.zeros(3, 1, 96, 96, dtype=torch.uint8)
-    points = torch.tensor([[[30.0, 40.0], [60.0, 50.0]]] * 3)
-    points[2, 1] = float("nan")
-    for i in range(3):
-        for x, y in points[i].nan_to_num(-10).round().long().tolist():
-            if x >= 0:
-                images[i, 0, y - 1:y + 2, x - 1:x + 2] = 255
-    same, p = random_similarity(images, points, angle=0.0, scale=(1.0, 1.0), shift=0.0)
-    assert torch.equal(same, images)
-    torch.testing.assert_close(p, points, equal_nan=True)
-    torch.manual_seed(0)
-    warped, moved = random_similarity(images, points, angle=15.0, scale=(0.9, 1.1), shift=0.05)
-    assert torch.isnan(moved[2, 1]).all() and not torch.equal(moved[0], points[0])
-    for i in range(3):
-        im = warped[i, 0].double().numpy()
-        for x, y in moved[i].numpy():
-            if np.isnan(x):
-                continue
-            yi, xi = int(round(y)), int(round(x))
-            ys, xs = np.mgrid[yi - 3:yi + 4, xi - 3:xi + 4]
-            patch = im[yi - 3:yi + 4, xi - 3:xi + 4]
-            centroid = np.array([(xs * patch).sum(), (ys * patch).sum()]) / patch.sum()
-            np.testing.assert_allclose(centroid, [x, y], atol=0.35)

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from ...data.schemes import KAGGLE15
+from ...data.transforms import augment_batch
 from ...metrics import rmse
 from ...models.kaggle import (MODELS, CascadeCNN, Normalisation, PatchRefiner, init_weights,
                              masked_mse)
 
 # --------------------------------------------------------------------------- profiles
-#: Rotation/scale/shift augmentation of every training batch (:func:`random_similarity`), on top
+#: Rotation/scale/shift augmentation of every training batch (:func:`lmklib.data.transforms.random_similarity`), on top
 #: of the flips (our choice; the report is silent). Measured once at 1 thread on the 300-W build
 #: (1,710 training faces, cnn_small, Adam 1e-3, 35 cosine epochs): held-out RMSE 3.41 px without
 #: it, 3.10 px with it (cascade 2.84 -> 2.59 px); 3e-4 for 20 epochs had stopped near 4.7 px.
@@ -61,55 +61,11 @@ def get_profile(name: str) -> dict:
 
 
 # --------------------------------------------------------------------------- training
-def random_flip(images: torch.Tensor, points: torch.Tensor,
-                flip_perm: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mirror a random half of a batch (torch's global RNG): images ``[N, C, H, W]``, pixel
-    points ``[N, K, 2]``; left/right points swap through ``flip_perm``."""
-    flip = torch.rand(images.shape[0]) < 0.5
-    if not flip.any():
-        return images, points
-    images, points = images.clone(), points.clone()
-    w = images.shape[-1]
-    images[flip] = images[flip].flip(-1)
-    mirrored = points[flip][:, list(flip_perm)]
-    mirrored[..., 0] = (w - 1) - mirrored[..., 0]
-    points[flip] = mirrored
-    return images, points
-
-
-def random_similarity(images: torch.Tensor, points: torch.Tensor, angle: float = 15.0,
-                      scale: tuple[float, float] = (0.9, 1.1), shift: float = 0.05
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate (uniform +-``angle`` degrees), scale and shift (+-``shift`` of the side) every
-    face of a batch about the image centre, in one resampling (torch's global RNG, so
-    :func:`lmklib.train.fit`'s per-epoch reseeding makes it exact on resume). Images ``[N, C,
-    H, W]`` (border padding), pixel points ``[N, K, 2]`` (NaN stays NaN)."""
-    from ...data.geometry import apply_affine, warp_affine
-
-    n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
-    u = torch.rand(n, 4, dtype=torch.float64).numpy()
-    t = np.radians((2 * u[:, 0] - 1) * angle)
-    s = scale[0] + (scale[1] - scale[0]) * u[:, 1]
-    cx, cy = (w - 1) / 2, (h - 1) / 2
-    c, si = s * np.cos(t), s * np.sin(t)
-    a = np.zeros((n, 2, 3))
-    a[:, 0, 0], a[:, 0, 1], a[:, 1, 0], a[:, 1, 1] = c, si, -si, c
-    a[:, 0, 2] = cx - c * cx - si * cy + (2 * u[:, 2] - 1) * shift * w
-    a[:, 1, 2] = cy + si * cx - c * cy + (2 * u[:, 3] - 1) * shift * h
-    warped = warp_affine(images, a, (h, w), padding="border")
-    moved = torch.as_tensor(apply_affine(points.double().numpy(), a), dtype=points.dtype)
-    return warped, moved
-
-
 def augment(images: torch.Tensor, points: torch.Tensor, flip: bool,
             similarity: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training augmentation of every model here: :func:`random_flip` (if ``flip``), then
-    :func:`random_similarity` (with ``similarity``'s arguments, if given)."""
-    if flip:
-        images, points = random_flip(images, points, KAGGLE15.flip_perm)
-    if similarity:
-        images, points = random_similarity(images, points, **similarity)
-    return images, points
+    """The training augmentation of every model here (:func:`lmklib.data.transforms.augment_batch`
+    with Kaggle's left/right swap)."""
+    return augment_batch(images, points, KAGGLE15.flip_perm if flip else None, similarity)
 
 
 @torch.no_grad()
@@ -160,7 +116,7 @@ def train_regressor(model: nn.Module, data, *, epochs: int, batch_size: int = 32
         data: a :class:`~.data.KeypointData` (train and val are used).
         norm: target/input scaling; ``Normalisation.paper()`` by default, ``.off()`` for raw.
         flip: horizontal-flip augmentation with Kaggle's left/right swap.
-        similarity: keyword arguments of :func:`random_similarity` (rotation, scale, shift
+        similarity: keyword arguments of :func:`lmklib.data.transforms.random_similarity` (rotation, scale, shift
             augmentation), or None for none.
     Returns:
         per-epoch DataFrame (``epoch``, ``train_loss``, ``train_rmse``, ``val_rmse`` in pixels).
