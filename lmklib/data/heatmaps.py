@@ -167,3 +167,29 @@ def heatmap_targets(points, image_size: int | tuple[int, int], stride: float, si
     size = (int(round(ih / stride)), int(round(iw / stride)))
     p = image_to_heatmap(torch.as_tensor(np.asarray(points), dtype=torch.float32), stride)
     return gaussian_heatmaps(p, size, sigma, mask)
+
+
+LOSSES = ("mse", "softmax_ce")
+
+
+def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Loss between predicted maps and :func:`gaussian_heatmaps` targets, ``[N, K, H, W]`` each.
+
+    * ``"mse"``: the mean squared error over every pixel (CPM, Stacked Hourglass). With sparse
+      targets an all-zero prediction already scores ``mean(target^2)``, close to a trained
+      network's loss, so small or binary networks can stall on flat maps.
+    * ``"softmax_ce"``: per landmark, the cross-entropy between the target normalised to sum 1 and
+      the softmax of the predicted map over its pixels (the maps are logits), averaged over the
+      landmarks that have a target. A flat map costs ``log(H W)`` above the optimum; decode such
+      maps with ``soft_argmax(pred, beta=1)`` or the argmax.
+    """
+    if kind not in LOSSES:
+        raise ValueError(f"unknown heatmap loss {kind!r}; valid: {LOSSES}")
+    if kind == "mse":
+        return ((pred - target) ** 2).mean()
+    t = target.flatten(-2)
+    mass = t.sum(-1)
+    p = t / mass.clamp_min(1e-12).unsqueeze(-1)
+    ce = -(p * F.log_softmax(pred.flatten(-2), dim=-1)).sum(-1)
+    has = mass > 0
+    return (ce * has).sum() / has.sum().clamp_min(1)

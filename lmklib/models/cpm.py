@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..data.heatmaps import heatmap_loss
 from .acn import MODES, conv_unit
 
 
@@ -91,6 +92,7 @@ def decode_heatmaps(h: torch.Tensor, stride: int = 4) -> torch.Tensor:
     return (torch.stack([x, y], -1) + 0.5) * stride - 0.5
 
 
-def cpm_loss(outs: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-    """Sum over stages of the mean squared heatmap error (intermediate supervision)."""
-    return sum(((o - target) ** 2).mean() for o in outs)
+def cpm_loss(outs: list[torch.Tensor], target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Sum over stages of :func:`lmklib.data.heatmaps.heatmap_loss` (intermediate supervision):
+    ``"mse"`` (CPM's own) or ``"softmax_ce"``."""
+    return sum(heatmap_loss(o, target, kind) for o in outs)

@@ -96,3 +96,19 @@ def test_cuda_matches_cpu():
     a = T.rotation_affine(20, (20, 20))
     torch.testing.assert_close(T.warp_affine(img.cuda(), a, 40).cpu(), T.warp_affine(img, a, 40),
                                atol=1e-5, rtol=0)
+
+
+def test_heatmap_loss_known_answers():
+    t = HM.gaussian_heatmaps(torch.tensor([[[3.0, 4.0], [float("nan"), 0.0]]]), 8, 1.0)
+    # MSE: plain mean over every pixel
+    assert HM.heatmap_loss(torch.zeros_like(t), t, "mse").item() == pytest.approx((t ** 2).mean().item())
+    # softmax CE: a flat map costs log(H W); the target's own log-probabilities give its entropy
+    # (the minimum); the landmark with no target (NaN point) is left out of the mean
+    assert HM.heatmap_loss(torch.zeros_like(t), t, "softmax_ce").item() == pytest.approx(math.log(64))
+    p = t[0, 0] / t[0, 0].sum()
+    entropy = -(p * p.clamp_min(1e-30).log()).sum().item()
+    best = torch.stack([p.clamp_min(1e-30).log(), torch.zeros(8, 8)])[None]
+    assert HM.heatmap_loss(best, t, "softmax_ce").item() == pytest.approx(entropy, rel=1e-5)
+    assert HM.heatmap_loss(best + 0.1 * torch.randn_like(best), t, "softmax_ce").item() > entropy
+    with pytest.raises(ValueError, match="unknown heatmap loss"):
+        HM.heatmap_loss(t, t, "l1")
