@@ -14,11 +14,36 @@ from lmklib.data.geometry import BoxGeometry, boxes_from_points, fit_box_geometr
 from lmklib.papers import acn_chen2020 as T
 
 
-def test_keep_indices_are_the_seed_0_choice_draws():
-    assert T.keep_indices(10, None) is None and T.keep_indices(10, 10) is None
-    keep = T.keep_indices(100, 7)
-    drawn = np.random.default_rng(0).choice(100, 7, replace=False)
-    np.testing.assert_array_equal(keep, np.sort(drawn))
+def test_subsets_are_the_shared_fixed_subset():
+    from lmklib.data.faces import fixed_subset
+
+    assert T._indices(10, None) is None and T._indices(10, 10) is None
+    np.testing.assert_array_equal(T._indices(100, 7), fixed_subset(100, 7))
+
+
+def test_schedules():
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    assert T._scheduler(opt, "constant", 3, 10) == (None, "epoch")
+    sched, when = T._scheduler(opt, "onecycle", 3, 10)
+    assert when == "batch" and sched.total_steps == 30
+    sched, when = T._scheduler(opt, "multistep", 40, 10, (20, 30))
+    assert when == "epoch" and sorted(sched.milestones) == [20, 30]
+    with pytest.raises(ValueError, match="schedule must be"):
+        T._scheduler(opt, "cosine", 3, 10)
+
+
+def test_profiles_give_the_headline_most_epochs():
+    for name in T.PROFILES:
+        p = T.resolve_profile(name)
+        assert p["epochs"] >= p["epochs_other"] and set(p["eta"]) == {"cnn", "acn", "acn1bit"}
+    paper = T.resolve_profile("paper")
+    # Section 4.2: Adam at 1e-4 for both rates, 1600 epochs, no decay; 300-W: SGD 5e-5, 40 epochs
+    assert set(paper["eta"].values()) == {1e-4} and paper["schedule"] == "constant"
+    assert paper["epochs"] == paper["epochs_other"] == 1600
+    c = paper["cpm"]
+    assert (c["optimizer"], c["epochs"], c["batch_size"], c["size"]) == ("sgd", 40, 8, 256)
+    assert set(c["lr"].values()) == {5e-5}
+    assert tuple(c["milestones"]) == (20, 30) and c["loss"] == "mse"
 
 
 def test_acn_box_geometry_round_trip():
@@ -98,7 +123,9 @@ def test_train_and_score_a_tiny_cpm():
     faces = T.synthetic_heatmap_faces(8, cfg["cpm"]["size"], seed=3)
     _check_crops(faces, 68, 3, cfg["cpm"]["size"])
     model, hist = T.train_cpm("acn1bit", faces, cfg)
-    pred = T.predict_cpm(model, faces)
+    pred = T.predict_cpm(model, faces, cfg["cpm"]["decode"])
     assert pred.shape == (8, 68, 2)
+    with pytest.raises(ValueError, match="decode must be one of"):
+        T.predict_cpm(model, faces, "dark")
     err = T.inter_ocular_nme(pred, faces)
     assert err.shape == (8,) and np.isfinite(err).all()
