@@ -15,15 +15,22 @@ key            type / shape                meaning
 =============  ==========================  ==================================================
 
 Loaders parse and validate every annotation in ``__init__`` (so a bad file fails at once with the
-file and line named) and decode images lazily in ``__getitem__``.
+file and line named) and decode images lazily in ``__getitem__``. The checks every loader shares
+live here, one implementation each: :func:`open_text` / :func:`read_text` (UTF-8 text, the line of
+a bad byte named), :func:`parse_floats`, :func:`check_points`, :func:`numeric_array` (a MATLAB
+variable that must be a matrix), :func:`resolve_in_root` (an image path from a list must stay in
+the data root) and :func:`check_in_image` (points and boxes at most :data:`OUTSIDE_TOLERANCE`
+outside their image, whose size :func:`image_size` reads from the file header).
 """
 
 from __future__ import annotations
 
 import os
+import struct
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from pathlib import Path, PureWindowsPath
+from typing import Any, Callable, Iterator, Sequence, TextIO
 
 import numpy as np
 import torch
@@ -66,6 +73,198 @@ def parse_floats(tokens: Sequence[str], path: str | os.PathLike, line: int | Non
         return np.array([float(t) for t in tokens], dtype=np.float64)
     except ValueError as e:
         raise AnnotationError(path, f"not a number: {e}", line) from None
+
+
+def _first_bad_utf8(path: Path) -> tuple[int, int, int] | None:
+    """``(line, column, byte)`` of the first byte of ``path`` that is not UTF-8, or None."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        start = data.rfind(b"\n", 0, e.start) + 1
+        return data.count(b"\n", 0, e.start) + 1, e.start - start + 1, data[e.start]
+    return None
+
+
+@contextmanager
+def open_text(path: str | os.PathLike, newline: str | None = None) -> Iterator[TextIO]:
+    """Open an annotation file as UTF-8 text, for reading.
+
+    A UTF-8 byte-order mark at the start is decoded away (``utf-8-sig``: Windows editors write
+    one, and it would otherwise stick to the first token). Text that is not UTF-8 raises
+    :class:`AnnotationError` naming the file, the line and column of the first bad byte (when the
+    file is read inside the ``with`` block); UTF-16 text (its byte-order mark) fails at once.
+    ``newline`` as for :func:`open` (``""`` for :mod:`csv`).
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head in (b"\xff\xfe", b"\xfe\xff"):
+        raise AnnotationError(path, "UTF-16 text (it starts with a UTF-16 byte-order mark); "
+                              "expected UTF-8: save the file as UTF-8", 1)
+    f = open(path, encoding="utf-8-sig", newline=newline)
+    try:
+        yield f
+    except UnicodeDecodeError:
+        bad = _first_bad_utf8(path)
+        if bad is None:  # raised by something else read in the block
+            raise
+        line, column, byte = bad
+        raise AnnotationError(path, f"not UTF-8 text: byte 0x{byte:02x} at column {column} "
+                              "(expected UTF-8; was the file saved as Latin-1 or cp1252?)",
+                              line) from None
+    finally:
+        f.close()
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The whole of an annotation file as text, decoded as :func:`open_text` does."""
+    with open_text(path) as f:
+        return f.read()
+
+
+def numeric_array(value: Any, path: str | os.PathLike, name: str, expected: str) -> np.ndarray:
+    """A variable read from a MATLAB (or HDF5) file as float64; a cell, struct, char array or
+    complex matrix raises :class:`AnnotationError` naming the file, the variable and
+    ``expected`` (e.g. ``"a numeric 3x68 matrix"``)."""
+    a = np.asarray(value)
+    if a.dtype.kind not in "biuf":
+        kind = {"O": "cell array (or object references)", "U": "char array", "S": "char array",
+                "V": "struct", "c": "complex matrix"}.get(a.dtype.kind, f"{a.dtype} array")
+        raise AnnotationError(path, f"{name}: expected {expected}, got a {kind} of shape "
+                              f"{list(a.shape)}")
+    return a.astype(np.float64)
+
+
+def resolve_in_root(root: str | os.PathLike, name: str, path: str | os.PathLike,
+                    line: int | None = None) -> Path:
+    """``root / name`` for an image path ``name`` read from the annotation file ``path``.
+
+    ``name`` may use Windows (``\\``) or POSIX separators. A path that leaves ``root`` (a leading
+    ``/`` or ``\\``, a drive such as ``C:``, or ``..`` above the root, as in ``../x.jpg``) raises
+    :class:`AnnotationError` with the file and line: list files name images inside the data
+    root, and following one out of it would read files the dataset does not hold. The check is
+    on the text (symlinks inside the root are followed as usual).
+    """
+    if ".." not in name and ":" not in name and not name.startswith(("/", "\\")):
+        return Path(root) / name.replace("\\", "/")  # the usual case, 20x faster
+    parts = PureWindowsPath(name).parts
+    depth = 0
+    for part in parts:
+        depth += -1 if part == ".." else 1
+        if depth < 0:
+            break
+    if not parts or PureWindowsPath(name).anchor or depth < 0:
+        raise AnnotationError(path, f"image path {name!r} leaves the data root {root} (expected a "
+                              "path relative to it: no leading '/' or drive, no '..' above it)",
+                              line)
+    return Path(root).joinpath(*parts)
+
+
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(f) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's frame header, reading only its markers; None if the stream
+    does not parse (then Pillow decides)."""
+    if f.read(2) != b"\xff\xd8":
+        return None
+    while True:
+        b = f.read(1)
+        while b and b != b"\xff":
+            b = f.read(1)
+        while b == b"\xff":
+            b = f.read(1)
+        if not b:
+            return None
+        marker = b[0]
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            continue
+        head = f.read(2)
+        if len(head) < 2:
+            return None
+        length = struct.unpack(">H", head)[0]
+        if marker in _JPEG_SOF:
+            frame = f.read(5)
+            return struct.unpack(">xHH", frame) if len(frame) == 5 else None
+        f.seek(length - 2, 1)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(height, width)`` of an image file from its header, without decoding the pixels (about
+    15 us a JPEG: its markers are read directly; other formats through Pillow's lazy open).
+
+    Raises:
+        FileNotFoundError: the file does not exist (the path is named).
+        ValueError: the file is not a readable image (the path is named).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path}") from None
+    with f:
+        hw = _jpeg_size(f)
+    if hw is not None and min(hw) > 0:
+        return int(hw[0]), int(hw[1])
+    try:
+        with Image.open(path) as im:
+            return int(im.size[1]), int(im.size[0])
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"{path}: cannot read the image header ({e})") from None
+
+
+#: How far outside its image a point or a box corner may lie: a fraction of the image's width
+#: (for x) or height (for y) beyond its edges, so x in [-0.5 W, 1.5 W] and y in [-0.5 H, 1.5 H].
+#: Faces cut by the frame put some points and box corners a little outside (the CUHK boxes,
+#: profile faces of AFLW2000-3D); coordinates half an image or more away belong to another frame
+#: (the points of a resized or cropped copy, x and y swapped, another image's line).
+OUTSIDE_TOLERANCE = 0.5
+
+
+def outside_fraction(points: np.ndarray, image_hw: Sequence[int]) -> np.ndarray:
+    """How far each point ``[..., 2]`` lies outside a ``(height, width)`` image, in image sizes:
+    ``max(dx / W, dy / H)`` with ``dx``, ``dy`` the distances beyond the edges ``[0, W] x [0, H]``
+    (0 inside; NaN where a point is missing)."""
+    p = np.asarray(points, dtype=np.float64)
+    h, w = float(image_hw[0]), float(image_hw[1])
+    size = np.array([w, h])
+    beyond = np.maximum(np.maximum(-p, p - size), 0.0) / size
+    out = beyond.max(axis=-1)
+    return np.where(np.isfinite(p).all(axis=-1), out, np.nan)
+
+
+def check_in_image(points: np.ndarray | None, box: np.ndarray | None, image_hw: Sequence[int],
+                   path: str | os.PathLike, line: int | Sequence[int] | None = None,
+                   image: str | os.PathLike | None = None, label: str = "",
+                   tolerance: float = OUTSIDE_TOLERANCE) -> None:
+    """Reject points ``[K, 2]`` or a box ``(x0, y0, x1, y1)`` more than ``tolerance`` image
+    sizes outside their ``(height, width)`` image (:data:`OUTSIDE_TOLERANCE`; missing points are
+    skipped). ``line``: the annotation's line, or one line per point (a ``.pts`` file);
+    ``image``: its name for the message; ``label``: what precedes "point 3" there (``"face 2: "``,
+    ``"pt3d_68 "``).
+
+    Raises:
+        AnnotationError: naming the annotation file, the line, the point (or box corner), how
+            far outside it lies and the image.
+    """
+    h, w = int(image_hw[0]), int(image_hw[1])
+    lo, hi = -tolerance * np.array([w, h]), (1 + tolerance) * np.array([w, h])
+    for kind, p in (("point", points), ("box corner", box)):
+        if p is None:
+            continue
+        p = np.asarray(p, dtype=np.float64).reshape(-1, 2)
+        bad = ((p < lo) | (p > hi)).any(axis=1)  # False for NaN: missing points pass
+        if bad.any():
+            i = int(np.argmax(bad))
+            frac = outside_fraction(p, (h, w))
+            where = f" {image}" if image is not None else ""
+            at = line if not isinstance(line, Sequence) else line[i] if kind == "point" else None
+            raise AnnotationError(path, f"{label}{kind} {i} at ({p[i, 0]:g}, {p[i, 1]:g}) lies "
+                                  f"{frac[i]:.2f} image sizes outside the {w}x{h} image{where} "
+                                  f"(at most {tolerance:g} allowed: are these coordinates of "
+                                  "another frame?)", at)
 
 
 def load_image(path: str | os.PathLike, mode: str | None = None) -> torch.Tensor:

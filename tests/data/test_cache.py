@@ -157,3 +157,139 @@ def test_fingerprint_follows_the_code_that_made_the_samples(monkeypatch):
 
     monkeypatch.setattr("builtins.open", edited_open)
     assert cache.code_fingerprint(transforms.CropToBox(32)) != before
+
+
+# --- issue 14: stale and damaged caches ----------------------------------------------------------
+
+
+def test_ccnn_crops_follow_an_edited_annotation_and_a_replaced_image(tmp_path):
+    """The CCNN's faces go through the fingerprinted cache: an annotation edit and an image
+    replaced by one of the same size, with its old mtime put back (``cp -p``), both reach the
+    crops (its old cache was keyed by source/root/n/size/margin and served the old ones)."""
+    from lmklib import paths
+    from lmklib.data.fixtures import write_cuhk_fixture
+    from lmklib.papers.ccnn_duan2021 import load_cuhk
+
+    write_cuhk_fixture(tmp_path, n_train=2, n_test=4, seed=0)
+    image = tmp_path / "net_7876" / "test_0001.jpg"          # the first clean test face
+    pixels = np.asarray(Image.open(image).convert("RGB"))
+    Image.fromarray(pixels).save(image, format="BMP")         # BMP: the size follows the shape
+    load = lambda **kw: load_cuhk(tmp_path, "test", None, size=24, margin=0.25, **kw)  # noqa: E731
+    before = load()
+    folders = [p.name for p in paths.cache_root().iterdir()]
+    assert len(before) == 2 and len(folders) == 1
+
+    # an annotation edit: the first point of the first face moves 4 px right
+    lst = tmp_path / "testImageList.txt"
+    lines = lst.read_bytes().decode().split("\r\n")
+    tokens = lines[1].split()
+    tokens[5] = f"{float(tokens[5]) + 4:.6f}"
+    lines[1] = " ".join(tokens)
+    lst.write_bytes("\r\n".join(lines).encode())
+    edited = load()
+    assert edited.gt[0, 0, 0].item() == pytest.approx(before.gt[0, 0, 0].item() + 4)
+    shift = (edited.points[0, 0, 0] - before.points[0, 0, 0]).item()
+    assert shift == pytest.approx(4 * edited.affines[0, 0, 0].item(), abs=1e-4)  # in crop pixels
+    now = [p.name for p in paths.cache_root().iterdir()]
+    assert len(now) == 1 and now != folders                  # the superseded folder is removed
+
+    # the image replaced by other pixels: same size, same mtime
+    st = os.stat(image)
+    Image.fromarray(255 - pixels).save(image, format="BMP")
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (os.stat(image).st_size, os.stat(image).st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    replaced = load()
+    assert torch.equal(replaced.images, load(use_cache=False).images)
+    assert not torch.equal(replaced.images[0], edited.images[0])
+    assert torch.equal(replaced.images[1], edited.images[1])
+
+
+def _truncate(p):
+    p.write_bytes(p.read_bytes()[:60])
+
+
+def _drop_tail(p):
+    p.write_bytes(p.read_bytes()[:-8])
+
+
+def _reshape(p):
+    np.save(p, np.zeros((4, 5), np.float32))
+
+
+def _overwrite_same_size_and_mtime(p):
+    st = os.stat(p)
+    with open(p, "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 0xFF]))
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize("name,damage,message", [
+    ("image.npy", _truncate, r"image\.npy has no readable \.npy header"),
+    ("landmarks.npy", _drop_tail, r"landmarks\.npy is \d+ bytes, expected \d+ \(truncated"),
+    ("mask.npy", os.remove, r"mask\.npy is missing"),
+    ("box.npy", _reshape, r"box\.npy holds float32 \[4, 5\], expected float32 \[4, 4\]"),
+    ("image.npy", _overwrite_same_size_and_mtime, r"image\.npy has checksum crc32:\w+, expected"),
+    ("meta.json", lambda p: p.write_text("{garbage"), r"meta\.json is 8 bytes, expected"),
+    ("manifest.json", lambda p: p.write_text("{garbage"), r"manifest\.json is not valid JSON"),
+])
+def test_a_damaged_cache_warns_once_and_is_rebuilt(faces, tmp_path, name, damage, message):
+    import warnings
+
+    from lmklib.data.cache import CacheWarning
+
+    crop = T.CropToBox(24)
+    first = CachedDataset(faces, tmp_path, pre_transform=crop)
+    want = {k: np.array(v) for k, v in first.arrays.items()}
+    damage(first.path / name)
+    with pytest.warns(CacheWarning, match=rf"cache .*{first.path.name}: {message}") as record:
+        again = CachedDataset(faces, tmp_path, pre_transform=crop)
+    ours = [w for w in record if issubclass(w.category, CacheWarning)]
+    assert len(ours) == 1 and "\n" not in str(ours[0].message)
+    assert again.built and again.path == first.path
+    for k, v in want.items():
+        np.testing.assert_array_equal(again.arrays[k], v)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not CachedDataset(faces, tmp_path, pre_transform=crop).built
+
+
+def test_checksums_are_taken_once_per_process(faces, tmp_path, monkeypatch):
+    from lmklib.data import cache
+
+    sums = []
+    real = cache.file_checksum
+    monkeypatch.setattr(cache, "file_checksum", lambda p: sums.append(p.name) or real(p))
+    built = CachedDataset(faces, tmp_path, pre_transform=T.CropToBox(24))
+    assert len(sums) == 7                                  # 6 fields + meta.json, at build
+    CachedDataset(faces, tmp_path, pre_transform=T.CropToBox(24))
+    assert len(sums) == 7                                  # verified files: a stat each
+    monkeypatch.setattr(cache, "_VERIFIED", {})            # as in a new process
+    CachedDataset(faces, tmp_path, pre_transform=T.CropToBox(24))
+    assert len(sums) == 14
+    p = built.path / "box.npy"                             # touched, bytes unchanged: one sum, kept
+    os.utime(p, ns=(os.stat(p).st_atime_ns, os.stat(p).st_mtime_ns + 10**9))
+    assert not CachedDataset(faces, tmp_path, pre_transform=T.CropToBox(24)).built
+    assert sums[14:] == ["box.npy"]
+
+
+def test_a_build_removes_the_caches_it_supersedes(faces, tmp_path):
+    root = tmp_path / "c"
+    crop = T.CropToBox(24)
+    first = CachedDataset(faces, root, pre_transform=crop)
+    other_crop = CachedDataset(faces, root, pre_transform=T.CropToBox(16))
+    subset = CachedDataset(TinyFaces(faces.records[:2]), root, pre_transform=crop)
+    fixed = CachedDataset(faces, root, key="mine", pre_transform=crop)
+    for name in ("TinyFaces-0123456789abcdef", "OtherFaces-0123456789abcdef",  # version-1 names
+                 f".{first.path.name}.old-1234abcd"):                         # a removal cut short
+        (root / name).mkdir()
+    cls, identity, digest = first.path.name.split("-")
+    assert (cls, len(identity), len(digest)) == ("TinyFaces", 12, 16)
+    faces.records[0].landmarks = faces.records[0].landmarks + 1    # an annotation edit
+    second = CachedDataset(faces, root, pre_transform=crop)
+    assert second.built and second.path.name.startswith(f"TinyFaces-{identity}-")
+    assert sorted(p.name for p in root.iterdir()) == sorted([
+        second.path.name, other_crop.path.name, subset.path.name, fixed.path.name,
+        "OtherFaces-0123456789abcdef"])

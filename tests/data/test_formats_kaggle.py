@@ -112,3 +112,19 @@ def test_bad_header(tmp_path):
     _write(tmp_path / "test.csv", ["Id", "Pixels"], ["1," + PIXELS])
     with pytest.raises(AnnotationError, match=r"test\.csv, line 1: unexpected header"):
         KaggleFacialKeypoints(tmp_path, "test")
+
+
+def test_csv_encoding_and_points_outside_the_96px_image(tmp_path):
+    header = ",".join([*KAGGLE15_COLUMNS, "Image"])
+    row = ",".join(["10"] * 30 + [PIXELS])
+    (tmp_path / "training.csv").write_bytes(b"\xef\xbb\xbf" + f"{header}\n{row}\n".encode())
+    assert len(KaggleFacialKeypoints(tmp_path, "train")) == 1     # a BOM before the header: fine
+    (tmp_path / "training.csv").write_bytes(f"{header}\n{row}\n".encode() + b"\xc3\x28\n")
+    with pytest.raises(AnnotationError, match=r"training\.csv, line 3: not UTF-8 text: byte 0xc3 "
+                                              r"at column 1"):
+        KaggleFacialKeypoints(tmp_path, "train")
+    far = ",".join(["10"] * 5 + ["150"] + ["10"] * 24 + [PIXELS])  # left_eye_inner_corner_y
+    _write(tmp_path / "training.csv", [*KAGGLE15_COLUMNS, "Image"], [row, far])
+    with pytest.raises(AnnotationError, match=r"training\.csv, line 3: point 2 at \(10, 150\) lies "
+                                              r"0.56 image sizes outside the 96x96 image"):
+        KaggleFacialKeypoints(tmp_path, "train")

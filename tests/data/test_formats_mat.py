@@ -154,3 +154,58 @@ def test_300wlp_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"300W-LP landmarks not found: .*AFW_1000_1_0_pts"):
         W300LP(tmp_path, "AFW", landmarks="pts_2d")
     assert len(W300LP(tmp_path, "AFW")) == 1  # "auto" falls back to the image .mat's pt2d
+
+
+# --- issue 14: variables of the wrong type, points outside the image ---------------------------------
+
+
+def test_aflw2000_variables_of_the_wrong_type_and_points_outside(tmp_path):
+    write_aflw2000_fixture(tmp_path, n=1, seed=0)             # image00002.jpg: 120 x 120
+    mat = tmp_path / "image00002.mat"
+    pts = np.ones((3, 68)) * 50
+    cases = [
+        ({"pt3d_68": "not numbers", "Pose_Para": np.zeros((1, 7))},
+         r"image00002\.mat: pt3d_68: expected a numeric 3x68 \(or 68x2\) matrix, got a char array"),
+        ({"pt3d_68": np.array([[pts]], dtype=object), "Pose_Para": np.zeros((1, 7))},
+         r"pt3d_68: expected a numeric 3x68 .* got a cell array"),
+        ({"pt3d_68": pts, "Pose_Para": {"yaw": 1.0}},
+         r"Pose_Para: expected a numeric 1x7 vector .* got a struct"),
+    ]
+    for variables, message in cases:
+        savemat(str(mat), variables)
+        with pytest.raises(AnnotationError, match=message):
+            AFLW2000_3D(tmp_path)
+    pts[0, 7] = 241.0                                         # 1-based 241 -> 240 = 1.0 width out
+    savemat(str(mat), {"pt3d_68": pts, "Pose_Para": np.zeros((1, 7))})
+    with pytest.raises(AnnotationError, match=r"image00002\.mat: pt3d_68 point 7 at \(240, 49\) "
+                                              r"lies 1.00 image sizes outside the 120x120 image "
+                                              r"image00002\.jpg"):
+        AFLW2000_3D(tmp_path)
+    pts[0, 7] = 179.0                                         # 178: 0.48 widths out, kept
+    savemat(str(mat), {"pt3d_68": pts, "Pose_Para": np.zeros((1, 7))})
+    assert len(AFLW2000_3D(tmp_path)) == 1
+
+
+def test_cofw_variables_of_the_wrong_type_and_boxes_outside(cofw, tmp_path):
+    root, truth = cofw
+    with h5py.File(tmp_path / "COFW_test_color.mat", "w") as f:
+        f["IsT"] = np.zeros((1, 2))
+        f["phisT"] = np.array([b"abc", b"def"])
+        f["bboxesT"] = np.ones((4, 2))
+    with pytest.raises(AnnotationError, match=r"COFW_test_color\.mat: phisT: expected a numeric "
+                                              r"N x 87 matrix, got a char array"):
+        COFW(tmp_path, "test")
+    with h5py.File(tmp_path / "COFW_test_color.mat", "w") as f:
+        f["IsT"] = np.zeros((1, 2))
+        f["phisT"] = np.ones((87, 2))
+        f["bboxesT"] = np.ones((4, 2))
+    with pytest.raises(AnnotationError, match=r"IsT: expected a cell array of images, got a "
+                                              r"float64 array of shape \[1, 2\]"):
+        COFW(tmp_path, "test")
+    path = tmp_path / "COFW_test_color.mat"
+    path.write_bytes((root / "COFW_test_color.mat").read_bytes())
+    with h5py.File(path, "r+") as f:                          # face 2's box 1,000 px wide
+        f["bboxesT"][2, 1] = 1000.0
+    with pytest.raises(AnnotationError, match=r"COFW_test_color\.mat: face 2: box corner 1 .* "
+                                              r"image sizes outside the 100x120 image"):
+        COFW(tmp_path, "test")

@@ -248,3 +248,58 @@ def test_300w_fixture_round_trip(tmp_path):
     assert text[:3] == ["version: 1", "n_points: 68", "{"]
     assert float(text[3].split()[0]) == pytest.approx(truth["afw"][0, 0, 0] + 1)  # 1-based on disk
     assert len(W300(tmp_path, "full")) == 6
+
+# --- issue 14: encodings, paths leaving the root, points outside the image ---------------------------
+
+
+def test_list_files_that_leave_the_root_or_are_not_utf8(tmp_path, wflw, celeba):
+    wroot, _ = wflw
+    lst = "WFLW_annotations/list_98pt_rect_attr_train_test/list_98pt_rect_attr_test.txt"
+    good = (wroot / lst).read_text().splitlines()[0]
+    (tmp_path / "w" / lst).parent.mkdir(parents=True)
+    (tmp_path / "w" / "WFLW_images").symlink_to(wroot / "WFLW_images")
+    (tmp_path / "w" / lst).write_text(good.rsplit(" ", 1)[0] + " ../../x.jpg\n")
+    with pytest.raises(AnnotationError, match=r"list_98pt_rect_attr_test\.txt, line 1: image path "
+                                              r"'\.\./\.\./x\.jpg' leaves the data root"):
+        WFLW(tmp_path / "w", "test")
+    (tmp_path / "w" / lst).write_bytes(b"\n" + good.encode() + b" \x96\n")
+    with pytest.raises(AnnotationError, match=r"test\.txt, line 2: not UTF-8 text: byte 0x96"):
+        WFLW(tmp_path / "w", "test")
+
+    croot, _ = celeba
+    anno = croot / "Anno" / "list_landmarks_align_celeba.txt"
+    text = anno.read_text()
+    (tmp_path / "c" / "Anno").mkdir(parents=True)
+    (tmp_path / "c" / "Img").mkdir()
+    (tmp_path / "c" / "Img" / "img_align_celeba").symlink_to(croot / "Img" / "img_align_celeba")
+    (tmp_path / "c" / "Anno" / anno.name).write_text(text.replace("000002.jpg", "../000002.jpg"))
+    with pytest.raises(AnnotationError, match=r"list_landmarks_align_celeba\.txt, line 4: image "
+                                              r"path '\.\./000002\.jpg' leaves the data root"):
+        CelebA(tmp_path / "c", "all")
+    (tmp_path / "c" / "Anno" / anno.name).write_bytes(b"\xef\xbb\xbf" + text.encode())
+    np.testing.assert_array_equal(CelebA(tmp_path / "c", "all").landmarks_array(),
+                                  CelebA(croot, "all").landmarks_array())   # a BOM is skipped
+
+
+def test_coco_file_names_encoding_and_points_outside(tmp_path):
+    from lmklib.data.fixtures import _save, draw_image
+
+    _save(tmp_path / "a.png", draw_image(20, 20))
+    _save(tmp_path.parent / "outside.png", draw_image(20, 20))
+    kp = [1.0, 2.0, 2, 3.0, 4.0, 2, 5.0, 6.0, 2, 7.0, 8.0, 2, 9.0, 10.0, 2]
+    ann = [{"id": 7, "image_id": 1, "keypoints": kp}]
+    with pytest.raises(AnnotationError, match=r"ann\.json: image path '\.\./outside\.png' leaves"):
+        CocoKeypoints(_coco(tmp_path, ann, [{"id": 1, "file_name": "../outside.png"}]))
+    far = [{"id": 7, "image_id": 1, "keypoints": kp[:12] + [31.0, 10.0, 2]}]
+    with pytest.raises(AnnotationError, match=r"ann\.json: annotation 0 \(id 7\): point 4 at "
+                                              r"\(31, 10\) lies 0.55 image sizes outside the "
+                                              r"20x20 image a\.png"):
+        CocoKeypoints(_coco(tmp_path, far))                   # size from the image header
+    with pytest.raises(AnnotationError, match=r"point 4 at \(31, 10\) lies 2.10 image sizes "
+                                              r"outside the 10x10 image"):
+        CocoKeypoints(_coco(tmp_path, far, [{"id": 1, "file_name": "a.png", "width": 10,
+                                              "height": 10}]))  # ... or from the json
+    p = _coco(tmp_path, ann)
+    p.write_bytes(p.read_bytes().replace(b'"a.png"', b'"a\xff.png"'))
+    with pytest.raises(AnnotationError, match=r"ann\.json, line 1: not UTF-8 text: byte 0xff"):
+        CocoKeypoints(p)

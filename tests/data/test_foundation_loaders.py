@@ -165,3 +165,96 @@ def test_real_clean_cuhk_protocol(cuhk_root):
             per_folder[(ds.split, f)] = float(e[folders == f].mean())
     assert set(per_folder) == {("train", "lfw_5590_80px"), ("train", "net_7876"), ("test", "net_7876")}
     assert max(per_folder.values()) < 1.5 * min(per_folder.values()), per_folder
+
+
+# --- issue 14: encodings, unclosed blocks, paths out of the root, points out of the image ----------
+
+
+def test_cuhk_list_with_a_byte_order_mark_parses(tmp_path):
+    make_cuhk(tmp_path)
+    (tmp_path / "trainImageList.txt").write_bytes(b"\xef\xbb\xbf" + LINE.encode())
+    ds = CUHK5Point(tmp_path, "train_official")
+    assert ds.records[0].image_path == tmp_path / "lfw_5590" / "a.jpg"
+    assert ds.records[0].meta["source"] == "lfw_5590"
+    np.testing.assert_allclose(ds.landmarks_array()[0, 0], [20.5, 30.25])
+
+
+def test_cuhk_list_that_is_not_utf8_names_file_line_and_byte(tmp_path):
+    make_cuhk(tmp_path)
+    lst = tmp_path / "trainImageList.txt"
+    lst.write_bytes(LINE.encode() + LINE.replace("a.jpg", "\xe9.jpg").encode("latin-1"))
+    with pytest.raises(AnnotationError, match=r"trainImageList\.txt, line 2: not UTF-8 text: "
+                                              r"byte 0xe9 at column 10"):
+        CUHK5Point(tmp_path, "train_official")
+    lst.write_bytes(LINE.encode("utf-16"))
+    with pytest.raises(AnnotationError, match=r"trainImageList\.txt, line 1: UTF-16 text"):
+        CUHK5Point(tmp_path, "train_official")
+
+
+def test_pts_without_closing_brace_or_in_latin1_names_file_and_line(tmp_path):
+    text = pts_text([(1.0, 1.0)] * 68)
+    (tmp_path / "open.pts").write_text(text.replace("}\n", ""))
+    with pytest.raises(AnnotationError, match=r"open\.pts, line 71: the point block opened with "
+                                              r"'\{' on line 3 has no closing '\}'"):
+        read_pts(tmp_path / "open.pts", 68)
+    (tmp_path / "latin.pts").write_bytes(text.replace("n_points", "# caf\xe9\nn_points")
+                                         .encode("latin-1"))
+    with pytest.raises(AnnotationError, match=r"latin\.pts, line 2: not UTF-8 text: byte 0xe9"):
+        read_pts(tmp_path / "latin.pts", 68)
+
+
+@pytest.mark.parametrize("name", ["..\\..\\x.jpg", "../x.jpg", "lfw_5590/../../x.jpg", "ABSOLUTE",
+                                  "C:\\x.jpg", "\\\\server\\share\\x.jpg", "/x.jpg"])
+def test_cuhk_image_paths_must_stay_in_the_data_root(tmp_path, name):
+    root = make_cuhk(tmp_path / "data")
+    write_image(tmp_path / "x.jpg")                  # there is a picture outside the root
+    name = str(tmp_path / "x.jpg") if name == "ABSOLUTE" else name
+    (root / "trainImageList.txt").write_text(LINE.replace("lfw_5590\\a.jpg", name), newline="")
+    with pytest.raises(AnnotationError, match=r"trainImageList\.txt, line 1: image path .* leaves "
+                                              r"the data root"):
+        CUHK5Point(root, "train_official")
+
+
+def test_cuhk_image_path_with_dots_inside_the_root_is_fine(tmp_path):
+    make_cuhk(tmp_path, [LINE.replace("lfw_5590\\a.jpg", "lfw_5590\\..\\lfw_5590\\.\\a.jpg")])
+    assert CUHK5Point(tmp_path, "train_official").records[0].image_path.name == "a.jpg"
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("20.5 30.25", "119 30.25", None),                         # 0.49 widths beyond x = 80: kept
+    ("20.5 30.25", "121 30.25", r"line 1: point 0 at \(121, 30.25\) lies 0.51 image sizes "
+                                r"outside the 80x90 image lfw_5590\\a\.jpg \(at most 0.5"),
+    ("20.5 30.25", "20.5 -46", r"line 1: point 0 at \(20.5, -46\) lies 0.51 image sizes"),
+    (" 10 50 20 70 ", " 10 125 20 70 ", r"line 1: box corner 1 at \(125, 70\) lies 0.56 image"),
+])
+def test_cuhk_points_and_boxes_far_outside_the_image_are_rejected(tmp_path, old, new, message):
+    make_cuhk(tmp_path, [LINE.replace(old, new)])              # a.jpg is 80 x 90 pixels
+    if message is None:
+        assert len(CUHK5Point(tmp_path, "train_official")) == 1
+        return
+    with pytest.raises(AnnotationError, match=r"trainImageList\.txt, " + message):
+        CUHK5Point(tmp_path, "train_official")
+
+
+def test_w300_point_far_outside_the_image_names_its_line(tmp_path):
+    folder = tmp_path / "helen" / "testset"
+    write_image(folder / "0.jpg")                               # 80 x 90
+    points = [(10.0, 10.0)] * 68
+    points[5] = (10.0, 200.0)                                   # 1-based 200 -> 199 > 1.5 * 90
+    (folder / "0.pts").write_text(pts_text(points))
+    with pytest.raises(AnnotationError, match=r"0\.pts, line 9: point 5 at \(9, 199\) lies 1.21 "
+                                              r"image sizes outside the 80x90 image 0\.jpg"):
+        W300(tmp_path, "helen/testset")
+
+
+def test_image_size_reads_headers_without_decoding(tmp_path):
+    from lmklib.data.sample import image_size
+
+    for suffix, mode in ((".jpg", "RGB"), (".png", "L"), (".bmp", "RGB"), (".pgm", "L")):
+        write_image(tmp_path / f"a{suffix}", size=(37, 23), mode=mode)
+        assert image_size(tmp_path / f"a{suffix}") == (23, 37)
+    with pytest.raises(FileNotFoundError, match=r"image not found: .*absent\.jpg"):
+        image_size(tmp_path / "absent.jpg")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(ValueError, match=r"broken\.jpg: cannot read the image header"):
+        image_size(tmp_path / "broken.jpg")

@@ -33,7 +33,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..sample import AnnotationError, LandmarkDataset, Record, check_points
+from ..sample import (AnnotationError, LandmarkDataset, Record, check_in_image, check_points,
+                      image_size, numeric_array)
 from ..schemes import AFLW21, IBUG68
 
 YAW_BINS = ("0-30", "30-60", "60-90", ">90")
@@ -77,7 +78,8 @@ def _pose(m: dict, path: Path) -> dict[str, float]:
     if "Pose_Para" not in m:
         raise AnnotationError(path, "variable 'Pose_Para' missing (expected 1x7: pitch yaw roll "
                               "tx ty tz scale)")
-    p = np.asarray(m["Pose_Para"], dtype=np.float64).reshape(-1)
+    p = numeric_array(m["Pose_Para"], path, "Pose_Para", "a numeric 1x7 vector (pitch yaw roll "
+                      "tx ty tz scale)").reshape(-1)
     if p.size != 7 or not np.isfinite(p[:3]).all():
         raise AnnotationError(path, f"Pose_Para must hold 7 finite values, got {p.tolist()}")
     pitch, yaw, roll = np.degrees(p[:3])
@@ -89,7 +91,7 @@ def _points(m: dict, var: str, k: int, path: Path, rows: int) -> np.ndarray:
     if var not in m:
         raise AnnotationError(path, f"variable {var!r} missing (found "
                               f"{sorted(x for x in m if not x.startswith('__'))})")
-    a = np.asarray(m[var], dtype=np.float64)
+    a = numeric_array(m[var], path, var, f"a numeric {rows}x{k} (or {k}x2) matrix")
     if a.shape == (rows, k) or (a.ndim == 2 and a.shape[1] == k and a.shape[0] in (2, 3)):
         pts = a[:2].T
     elif a.shape == (k, 2) or a.shape == (k, 3):
@@ -155,6 +157,7 @@ class AFLW2000_3D(LandmarkDataset):
             if not image.is_file():
                 raise FileNotFoundError(f"{mat}: image not found: {image}")
             pts, pose = read_aflw2000_mat(mat, points, one_based)
+            check_in_image(pts, None, image_size(image), mat, image=image.name, label=f"{points} ")
             if max_abs_yaw is not None and abs(pose["yaw"]) > max_abs_yaw:
                 continue
             records.append(Record(image, pts, meta={"pose": pose, "yaw_bin": yaw_bin(pose["yaw"])}))
@@ -220,6 +223,7 @@ class W300LP(LandmarkDataset):
                 else:
                     src, raw = mat, _points(m, "pt2d", 68, mat, 2)
                 pts = check_points(raw, 68, src) - shift
+                check_in_image(pts, None, image_size(image), src, image=image.name)
                 records.append(Record(image, pts, meta={"pose": pose, "subset": folder,
                                                         "yaw_bin": yaw_bin(pose["yaw"])}))
         super().__init__(records, transform)

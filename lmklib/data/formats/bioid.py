@@ -23,7 +23,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..sample import AnnotationError, LandmarkDataset, Record, check_points, parse_floats
+from ..sample import (AnnotationError, LandmarkDataset, Record, check_in_image, check_points,
+                      image_size, parse_floats, read_text)
 from ..schemes import BIOID20, CUHK5, convert_points
 from .w300 import read_pts
 
@@ -36,13 +37,16 @@ HOW_TO_GET = ("Get BioID-FaceDatabase-V1.2.zip (images and .eye files) from "
               "(points_20.zip) into points_20/.")
 
 
-def read_eye_file(path: str | os.PathLike) -> np.ndarray:
-    """A BioID ``.eye`` file as ``[2, 2]``: (subject's left eye, subject's right eye)."""
+def read_eye_file(path: str | os.PathLike, image_hw: tuple[int, int] | None = None,
+                  image: str | None = None) -> np.ndarray:
+    """A BioID ``.eye`` file as ``[2, 2]``: (subject's left eye, subject's right eye); with
+    ``image_hw`` the eyes must lie within :data:`~lmklib.data.sample.OUTSIDE_TOLERANCE` of the
+    image."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"BioID eye file not found: {path}")
-    lines = [(i, ln.strip()) for i, ln in enumerate(path.read_text(errors="replace").splitlines(),
-                                                     start=1) if ln.strip()]
+    lines = [(i, ln.strip()) for i, ln in enumerate(read_text(path).splitlines(), start=1)
+             if ln.strip()]
     data = [(i, ln) for i, ln in lines if not ln.startswith("#")]
     if len(data) != 1:
         raise AnnotationError(path, f"expected one line 'LX LY RX RY' after the '#' header, found "
@@ -51,7 +55,10 @@ def read_eye_file(path: str | os.PathLike) -> np.ndarray:
     tokens = text.split()
     if len(tokens) != 4:
         raise AnnotationError(path, f"expected 4 numbers 'LX LY RX RY', found {len(tokens)}", line)
-    return check_points(parse_floats(tokens, path, line).reshape(2, 2), 2, path, line)
+    eyes = check_points(parse_floats(tokens, path, line).reshape(2, 2), 2, path, line)
+    if image_hw is not None:
+        check_in_image(eyes, None, image_hw, path, line, image)
+    return eyes
 
 
 def write_eye_file(path: str | os.PathLike, left: tuple[float, float],
@@ -87,8 +94,9 @@ class BioID(LandmarkDataset):
         records = []
         for image in images:
             number = image.stem.split("_")[-1]
+            hw = image_size(image)
             if markup == "eyes":
-                left, right = read_eye_file(image.with_suffix(".eye"))
+                left, right = read_eye_file(image.with_suffix(".eye"), hw, image.name)
                 pts = np.full((5, 2), np.nan)
                 pts[0], pts[1] = right, left  # CUHK: image-left eye (subject's right) first
             else:
@@ -98,7 +106,8 @@ class BioID(LandmarkDataset):
                     raise FileNotFoundError(
                         f"FGNet points for {image.name} not found: {self.root / 'points_20' / f'bioid_{number}.pts'}. "
                         f"{HOW_TO_GET}")
-                pts = read_pts(pts_file, 20) + 1.0  # read_pts assumes 1-based; BioID is 0-based
+                # read_pts assumes 1-based points; BioID's are 0-based
+                pts = read_pts(pts_file, 20, hw, image.name) + 1.0
                 if markup == "cuhk5":
                     pts = convert_points(pts, BIOID20, CUHK5)
             records.append(Record(image, pts, meta={"number": int(number)}))

@@ -24,7 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..sample import AnnotationError, LandmarkDataset, Record, check_points, parse_floats
+from ..sample import (AnnotationError, LandmarkDataset, Record, check_in_image, check_points,
+                      image_size, open_text, parse_floats, read_text, resolve_in_root)
 from ..schemes import CUHK5
 
 SPLITS = {"train": 0, "valid": 1, "test": 2, "all": None}
@@ -49,11 +50,15 @@ def find_file(root: Path, name: str) -> Path | None:
 
 def read_landmark_list(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """A CelebA landmark file as ``{image name: [5, 2] points}`` (file order)."""
+    return _read_landmarks(path)[0]
+
+
+def _read_landmarks(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """:func:`read_landmark_list` and the line of each image name."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CelebA landmark file not found: {path}. {HOW_TO_GET}")
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    lines = read_text(path).splitlines()
     if len(lines) < 2:
         raise AnnotationError(path, "expected the image count and the column header", 1)
     try:
@@ -62,7 +67,7 @@ def read_landmark_list(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise AnnotationError(path, f"expected the image count, got {lines[0]!r}", 1) from None
     if lines[1].split() != HEADER:
         raise AnnotationError(path, f"expected the header {' '.join(HEADER)!r}", 2)
-    out = {}
+    out, where = {}, {}
     for line, raw in enumerate(lines[2:], start=3):
         tokens = raw.split()
         if not tokens:
@@ -72,9 +77,10 @@ def read_landmark_list(path: str | os.PathLike) -> dict[str, np.ndarray]:
                                   f"{len(tokens) - 1} numbers", line)
         out[tokens[0]] = check_points(parse_floats(tokens[1:], path, line).reshape(5, 2), 5,
                                       path, line)
+        where[tokens[0]] = line
     if len(out) != declared:
         raise AnnotationError(path, f"header says {declared} images but {len(out)} lines follow")
-    return out
+    return out, where
 
 
 def read_partition(path: str | os.PathLike) -> dict[str, int]:
@@ -83,7 +89,7 @@ def read_partition(path: str | os.PathLike) -> dict[str, int]:
     if not path.is_file():
         raise FileNotFoundError(f"CelebA partition file not found: {path}. {HOW_TO_GET}")
     out = {}
-    with open(path, encoding="utf-8") as f:
+    with open_text(path) as f:
         for line, raw in enumerate(f, start=1):
             tokens = raw.split()
             if not tokens:
@@ -96,9 +102,14 @@ def read_partition(path: str | os.PathLike) -> dict[str, int]:
 
 def read_bbox_list(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """``list_bbox_celeba.txt`` (count, header, ``name x_1 y_1 width height``) as ``(x0,y0,x1,y1)``."""
+    return _read_boxes(path)[0]
+
+
+def _read_boxes(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """:func:`read_bbox_list` and the line of each image name."""
     path = Path(path)
-    lines = path.read_text(encoding="utf-8").splitlines()
-    out = {}
+    lines = read_text(path).splitlines()
+    out, where = {}, {}
     for line, raw in enumerate(lines[2:], start=3):
         tokens = raw.split()
         if not tokens:
@@ -106,8 +117,8 @@ def read_bbox_list(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if len(tokens) != 5:
             raise AnnotationError(path, "expected 'name x_1 y_1 width height'", line)
         x, y, w, h = parse_floats(tokens[1:], path, line)
-        out[tokens[0]] = np.array([x, y, x + w, y + h])
-    return out
+        out[tokens[0]], where[tokens[0]] = np.array([x, y, x + w, y + h]), line
+    return out, where
 
 
 class CelebA(LandmarkDataset):
@@ -117,7 +128,9 @@ class CelebA(LandmarkDataset):
         root: the CelebA folder (module docstring).
         split: ``"train"`` (162,770), ``"valid"`` (19,867), ``"test"`` (19,962) or ``"all"``.
         aligned: the aligned-and-cropped images (default) or the in-the-wild ones.
-        check_images: verify that every image of the split exists (one directory listing).
+        check_images: verify that every image of the split exists (one directory listing) and
+            that its points (and box) lie within
+            :data:`~lmklib.data.sample.OUTSIDE_TOLERANCE` of it (its header is read).
     """
 
     scheme = CUHK5
@@ -137,7 +150,7 @@ class CelebA(LandmarkDataset):
         if images is None or not images.is_dir():
             raise FileNotFoundError(f"CelebA image folder {image_dir}/ not found in {self.root} "
                                     f"(or its Img/). {HOW_TO_GET}")
-        landmarks = read_landmark_list(list_file)
+        landmarks, lines = _read_landmarks(list_file)
         names = list(landmarks)
         if SPLITS[split] is not None:
             part_file = find_file(self.root, PARTITION_FILE)
@@ -150,16 +163,22 @@ class CelebA(LandmarkDataset):
                 raise AnnotationError(part_file, f"{len(unknown)} images of {list_file.name} have "
                                       f"no partition, e.g. {unknown[0]}")
             names = [n for n in names if partition[n] == SPLITS[split]]
-        boxes = {}
-        if not aligned and find_file(self.root, BBOX_FILE) is not None:
-            boxes = read_bbox_list(find_file(self.root, BBOX_FILE))
+        boxes, box_lines, bbox_file = {}, {}, find_file(self.root, BBOX_FILE)
+        if not aligned and bbox_file is not None:
+            boxes, box_lines = _read_boxes(bbox_file)
+        paths = {n: resolve_in_root(images, n, list_file, lines[n]) for n in names}
         if check_images:
             present = set(os.listdir(images))
             absent = [n for n in names if n not in present]
             if absent:
                 raise FileNotFoundError(f"{list_file}: {len(absent)} images missing from {images}, "
                                         f"e.g. {images / absent[0]}")
-        records = [Record(images / n, landmarks[n], boxes.get(n), meta={"name": n}) for n in names]
+            for n in names:
+                hw = image_size(paths[n])
+                check_in_image(landmarks[n], None, hw, list_file, lines[n], n)
+                if n in boxes:
+                    check_in_image(None, boxes[n], hw, bbox_file, box_lines[n], n)
+        records = [Record(paths[n], landmarks[n], boxes.get(n), meta={"name": n}) for n in names]
         super().__init__(records, transform)
 
     def extra_repr(self) -> str:

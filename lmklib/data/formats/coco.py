@@ -18,7 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..sample import AnnotationError, LandmarkDataset, Record, check_points
+from ..sample import (AnnotationError, LandmarkDataset, Record, check_in_image, check_points,
+                      image_size, read_text, resolve_in_root)
 from ..schemes import SCHEMES, Scheme, get_scheme
 
 
@@ -29,8 +30,11 @@ def read_coco_keypoints(ann_file: str | os.PathLike, image_root: str | os.PathLi
 
     Raises:
         FileNotFoundError: the json or (with ``check_images``) an image is missing.
-        AnnotationError: malformed json, an annotation whose keypoints are not a multiple of 3 or
-            not ``num_keypoints``, a non-finite coordinate, an unknown ``image_id``.
+        AnnotationError: malformed json or text that is not UTF-8, an annotation whose
+            keypoints are not a multiple of 3 or not ``num_keypoints``, a non-finite coordinate,
+            an unknown ``image_id``, a ``file_name`` leaving ``image_root``, keypoints or a
+            ``bbox`` far outside the image (its ``width``/``height``, else, with
+            ``check_images``, its header).
     """
     ann_file = Path(ann_file)
     root = Path(image_root) if image_root is not None else ann_file.parent
@@ -39,7 +43,7 @@ def read_coco_keypoints(ann_file: str | os.PathLike, image_root: str | os.PathLi
     if visibility not in ("auto", "coco", "all"):
         raise ValueError(f"visibility must be 'auto', 'coco' or 'all', got {visibility!r}")
     try:
-        data = json.loads(ann_file.read_text(encoding="utf-8"))
+        data = json.loads(read_text(ann_file))
     except json.JSONDecodeError as e:
         raise AnnotationError(ann_file, f"not valid json: {e.msg}", e.lineno) from None
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
@@ -77,13 +81,17 @@ def read_coco_keypoints(ann_file: str | os.PathLike, image_root: str | os.PathLi
         if a.get("image_id") not in images:
             raise AnnotationError(ann_file, f"{where}: image_id {a.get('image_id')} not in images")
         im = images[a["image_id"]]
-        path = root / im["file_name"]
+        path = resolve_in_root(root, str(im["file_name"]), ann_file)
         if check_images and not path.is_file():
             raise FileNotFoundError(f"{ann_file}, {where}: image not found: {path}")
         box = None
         if a.get("bbox") is not None:
             x, y, w, h = (float(t) for t in a["bbox"])
             box = np.array([x, y, x + w, y + h])
+        hw = (im["height"], im["width"]) if im.get("width") and im.get("height") else (
+            image_size(path) if check_images else None)
+        if hw is not None:
+            check_in_image(pts, box, hw, ann_file, image=im["file_name"], label=f"{where}: ")
         meta = {"image_id": a["image_id"], "annotation_id": a.get("id"),
                 "width": im.get("width"), "height": im.get("height")}
         records.append(Record(path, pts, box, visible=visible,  # None would break collation

@@ -24,7 +24,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..sample import AnnotationError, LandmarkDataset, Record, check_points, make_sample
+from ..sample import (AnnotationError, LandmarkDataset, Record, check_in_image, check_points,
+                      make_sample, numeric_array)
 from ..schemes import COFW29
 
 FILES = {"train": ("COFW_train_color.mat", "COFW_train.mat"),
@@ -44,7 +45,7 @@ def _is_hdf5(path: Path) -> bool:
 
 def _as_rows(a: np.ndarray, width: int, path: Path, name: str, hdf5: bool) -> np.ndarray:
     """An ``N x width`` MATLAB matrix as numpy rows (HDF5 stores it ``width x N``)."""
-    a = np.asarray(a, dtype=np.float64)
+    a = numeric_array(a, path, name, f"a numeric N x {width} matrix")
     if a.ndim != 2:
         raise AnnotationError(path, f"{name}: expected an N x {width} matrix, got {list(a.shape)}")
     if hdf5:
@@ -82,6 +83,32 @@ def read_cofw_mat(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np.n
         boxes = _as_rows(m[box_var], 4, path, box_var, False)
         n_images = int(np.prod(m[img_var].shape))
     return phis, boxes, n_images
+
+
+def read_cofw_image_sizes(path: str | os.PathLike, split: str) -> np.ndarray:
+    """``(height, width)`` of every image of a COFW file ``[N, 2]``, from the array shapes
+    (no pixels read)."""
+    path = Path(path)
+    img_var = VARIABLES[split][0]
+    if _is_hdf5(path):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            cell = f[img_var]
+            if h5py.check_dtype(ref=cell.dtype) is None:
+                raise AnnotationError(path, f"{img_var}: expected a cell array of images, got a "
+                                      f"{cell.dtype} array of shape {list(cell.shape)}")
+            shapes = [f[ref].shape for ref in cell[()].reshape(-1)]
+        hw = [s[::-1][:2] for s in shapes]  # stored transposed: W x H, or 3 x W x H
+    else:
+        from scipy.io import loadmat
+
+        cell = loadmat(str(path))[img_var]
+        if cell.dtype != object:
+            raise AnnotationError(path, f"{img_var}: expected a cell array of images, got a "
+                                  f"{cell.dtype} array of shape {list(cell.shape)}")
+        hw = [np.shape(a)[:2] for a in cell.reshape(-1)]
+    return np.array(hw, dtype=np.int64).reshape(-1, 2)
 
 
 def read_cofw_image(path: str | os.PathLike, split: str, index: int) -> np.ndarray:
@@ -147,6 +174,8 @@ class COFW(LandmarkDataset):
             x0, y0 = b[0] - shift, b[1] - shift
             records.append(Record(path, pts - shift, np.array([x0, y0, x0 + b[2], y0 + b[3]]),
                                   visible=occ == 0, meta={"mat_index": i, "occluded": occ == 1}))
+        for i, (r, hw) in enumerate(zip(records, read_cofw_image_sizes(path, split))):
+            check_in_image(r.landmarks, r.box, hw, path, label=f"face {i + 1}: ")
         super().__init__(records, transform)
 
     def __getitem__(self, index: int) -> dict:

@@ -36,7 +36,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..sample import AnnotationError, LandmarkDataset, Record, check_points, parse_floats
+from ..sample import (AnnotationError, LandmarkDataset, Record, check_in_image, check_points,
+                      image_size, open_text, parse_floats, resolve_in_root)
 from ..schemes import CUHK5
 
 SPLITS = {"train": "trainImageList.txt", "test": "testImageList.txt",
@@ -52,16 +53,22 @@ def read_cuhk_list(list_file: str | os.PathLike, image_root: str | os.PathLike |
                    check_images: bool = True) -> list[Record]:
     """Parse a CUHK image list into records; every line is validated.
 
+    The list is UTF-8 (a byte-order mark is skipped). With ``check_images`` each image's header
+    is read (not its pixels) and the box and points must lie within
+    :data:`~lmklib.data.sample.OUTSIDE_TOLERANCE` of it.
+
     Raises:
         FileNotFoundError: the list, or (with ``check_images``) an image it names, is missing.
-        AnnotationError: a line without 14 numbers, a non-finite value, or an empty box.
+        AnnotationError: a line without 14 numbers, a non-finite value, an empty box, text that
+            is not UTF-8, an image path leaving ``image_root``, or a box or point far outside
+            its image (file and line named).
     """
     list_file = Path(list_file)
     root = Path(image_root) if image_root is not None else list_file.parent
     if not list_file.is_file():
         raise FileNotFoundError(f"CUHK list not found: {list_file}")
     records = []
-    with open(list_file, encoding="utf-8", newline="") as f:
+    with open_text(list_file, newline="") as f:
         for lineno, raw in enumerate(f, start=1):
             tokens = raw.split()
             if not tokens:
@@ -76,10 +83,16 @@ def read_cuhk_list(list_file: str | os.PathLike, image_root: str | os.PathLike |
                 raise AnnotationError(list_file, f"face box {values[:4].tolist()} is empty or "
                                       "not finite (expected left < right, top < bottom)", lineno)
             points = check_points(values[4:].reshape(5, 2), 5, list_file, lineno)
-            image_path = root / tokens[0].replace("\\", "/")
-            if check_images and not image_path.is_file():
-                raise FileNotFoundError(f"{list_file}, line {lineno}: image not found: {image_path}")
-            records.append(Record(image_path, points, np.array([x0, y0, x1, y1]),
+            box = np.array([x0, y0, x1, y1])
+            image_path = resolve_in_root(root, tokens[0], list_file, lineno)
+            if check_images:
+                try:
+                    hw = image_size(image_path)
+                except FileNotFoundError:
+                    raise FileNotFoundError(f"{list_file}, line {lineno}: image not found: "
+                                            f"{image_path}") from None
+                check_in_image(points, box, hw, list_file, lineno, tokens[0])
+            records.append(Record(image_path, points, box,
                                   meta={"source": tokens[0].replace("\\", "/").split("/")[0]}))
     return records
 

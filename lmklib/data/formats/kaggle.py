@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..sample import AnnotationError, LandmarkDataset, Record
+from ..sample import AnnotationError, LandmarkDataset, Record, check_in_image, open_text
 from ..schemes import KAGGLE15, KAGGLE15_COLUMNS
 
 SPLITS = {"train": "training.csv", "test": "test.csv"}
@@ -75,12 +75,13 @@ def read_kaggle_csv(path: str | os.PathLike, image_size: int = IMAGE_SIZE
         1-based (test.csv's ``ImageId``; the row number for training.csv); landmarks are all NaN
         for test.csv and NaN where a training cell is empty.
     Raises:
-        FileNotFoundError; AnnotationError naming the file, the line and what was expected.
+        FileNotFoundError; AnnotationError naming the file, the line and what was expected
+        (also for text that is not UTF-8, and keypoints far outside the image).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Kaggle CSV not found: {path}. {HOW_TO_GET}")
-    with open(path, newline="", encoding="utf-8") as f:
+    with open_text(path, newline="") as f:
         rows = csv.reader(f)
         header = next(rows, None)
         if header is None:
@@ -123,6 +124,7 @@ def read_kaggle_csv(path: str | os.PathLike, image_size: int = IMAGE_SIZE
                     k = int(np.argmax(half))
                     raise AnnotationError(path, f"keypoint {KAGGLE15.names[k]} has one coordinate "
                                           "but not the other (expected both or neither)", line)
+                check_in_image(pts, None, (image_size, image_size), path, line)
                 ids.append(len(ids) + 1)
             else:
                 try:
@@ -184,7 +186,7 @@ def read_id_lookup(path: str | os.PathLike) -> list[tuple[int, int, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"Kaggle lookup table not found: {path}. {HOW_TO_GET}")
     out = []
-    with open(path, newline="", encoding="utf-8") as f:
+    with open_text(path, newline="") as f:
         rows = csv.reader(f)
         header = [h.strip() for h in next(rows, [])]
         if header[:3] != ["RowId", "ImageId", "FeatureName"]:
@@ -262,7 +264,7 @@ def read_submission(path: str | os.PathLike, lookup_file: str | os.PathLike,
     lookup = {r: (i, name) for r, i, name in read_id_lookup(lookup_file)}
     n = n_images if n_images is not None else max((i for i, _ in lookup.values()), default=0)
     out = np.full((n, 15, 2), np.nan)
-    with open(path, newline="", encoding="utf-8") as f:
+    with open_text(path, newline="") as f:
         rows = csv.reader(f)
         if [h.strip() for h in next(rows, [])] != ["RowId", "Location"]:
             raise AnnotationError(path, "expected the header RowId,Location", 1)

@@ -30,7 +30,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..sample import AnnotationError, LandmarkDataset, Record, check_points, parse_floats
+from ..sample import (AnnotationError, LandmarkDataset, Record, check_in_image, check_points,
+                      image_size, parse_floats, read_text)
 from ..schemes import IBUG68
 
 SPLIT_FOLDERS = {
@@ -45,19 +46,25 @@ EXPECTED_COUNTS = {"train": 3148, "common": 554, "challenge": 135, "full": 689,
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm")
 
 
-def read_pts(path: str | os.PathLike, n_points: int | None = None) -> np.ndarray:
+def read_pts(path: str | os.PathLike, n_points: int | None = None,
+             image_hw: tuple[int, int] | None = None,
+             image: str | os.PathLike | None = None) -> np.ndarray:
     """Read a ``.pts`` file into ``[K, 2]`` 0-based float64 points.
 
     Args:
         n_points: the count required (e.g. 68); ``None`` accepts the header's.
+        image_hw: ``(height, width)`` of the image the points belong to (``image``): points
+            more than :data:`~lmklib.data.sample.OUTSIDE_TOLERANCE` outside it are rejected.
     Raises:
-        FileNotFoundError, AnnotationError (with the file and line of the problem).
+        FileNotFoundError, AnnotationError (with the file and line of the problem: text that
+        is not UTF-8, a point block opened with ``{`` and never closed, a wrong count, a point
+        far outside the image, ...).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"landmark file not found: {path}")
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    declared, points, in_block, headerless = None, [], False, True
+    lines = read_text(path).splitlines()
+    declared, points, in_block, headerless, opened = None, [], False, True, None
     for lineno, raw in enumerate(lines, start=1):
         s = raw.strip()
         if not s or s.startswith("#"):
@@ -73,7 +80,7 @@ def read_pts(path: str | os.PathLike, n_points: int | None = None) -> np.ndarray
                 raise AnnotationError(path, f"bad n_points line {s!r}", lineno) from None
             continue
         if s == "{":
-            in_block, headerless = True, False
+            in_block, headerless, opened = True, False, lineno
             continue
         if s == "}":
             in_block = False
@@ -84,14 +91,20 @@ def read_pts(path: str | os.PathLike, n_points: int | None = None) -> np.ndarray
         if len(tokens) != 2:
             raise AnnotationError(path, f"expected 'x y', got {s!r}", lineno)
         points.append((parse_floats(tokens, path, lineno), lineno))
+    if in_block:
+        raise AnnotationError(path, f"the point block opened with '{{' on line {opened} has no "
+                              "closing '}' (expected '}' after the last point: a truncated file?)",
+                              len(lines))
     if declared is not None and declared != len(points):
         raise AnnotationError(path, f"header says n_points: {declared} but {len(points)} points follow")
     k = n_points if n_points is not None else len(points)
     for p, lineno in points:
         if not np.isfinite(p).all():
             raise AnnotationError(path, f"non-finite coordinate {p.tolist()}", lineno)
-    arr = np.array([p for p, _ in points]).reshape(-1, 2)
-    return check_points(arr, k, path) - 1.0
+    arr = check_points(np.array([p for p, _ in points]).reshape(-1, 2), k, path) - 1.0
+    if image_hw is not None:
+        check_in_image(arr, None, image_hw, path, [ln for _, ln in points], image)
+    return arr
 
 
 def write_pts(path: str | os.PathLike, points: np.ndarray) -> None:
@@ -122,7 +135,9 @@ def read_pts_folder(folder: str | os.PathLike, n_points: int = 68,
         if image is None and require_images:
             raise FileNotFoundError(f"{pts}: no image beside it (looked for {pts.stem}"
                                     f"{{{','.join(IMAGE_SUFFIXES)}}})")
-        records.append(Record(image or pts.with_suffix(".jpg"), read_pts(pts, n_points),
+        hw = image_size(image) if image is not None else None
+        records.append(Record(image or pts.with_suffix(".jpg"),
+                              read_pts(pts, n_points, hw, image.name if image else None),
                               meta={"subset": str(folder.name)}))
     return records
 

@@ -24,7 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..sample import AnnotationError, LandmarkDataset, Record, check_points, parse_floats
+from ..sample import (AnnotationError, LandmarkDataset, Record, check_in_image, check_points,
+                      image_size, open_text, parse_floats, resolve_in_root)
 from ..schemes import WFLW98
 
 LIST_FILES = {"train": "list_98pt_rect_attr_train.txt", "test": "list_98pt_rect_attr_test.txt"}
@@ -56,13 +57,15 @@ def read_wflw_list(list_file: str | os.PathLike, image_root: str | os.PathLike,
     Raises:
         FileNotFoundError: the list, or (with ``check_images``) an image it names, is missing.
         AnnotationError: a line without 196 + 4 + 6 numbers and a name, a non-finite point, a
-            flag other than 0/1 or an empty rectangle (file and line named).
+            flag other than 0/1, an empty rectangle, text that is not UTF-8, an image path
+            leaving ``image_root``, or (with ``check_images``) points or a rectangle far outside
+            the image (file and line named).
     """
     list_file, image_root = Path(list_file), Path(image_root)
     if not list_file.is_file():
         raise FileNotFoundError(f"WFLW list not found: {list_file}. {HOW_TO_GET}")
     records = []
-    with open(list_file, encoding="utf-8") as f:
+    with open_text(list_file) as f:
         for line, raw in enumerate(f, start=1):
             tokens = raw.split()
             if not tokens:
@@ -81,9 +84,14 @@ def read_wflw_list(list_file: str | os.PathLike, image_root: str | os.PathLike,
             if not np.isin(flags, (0, 1)).all():
                 raise AnnotationError(list_file, f"attributes must be 0 or 1, got "
                                       f"{flags.astype(int).tolist()}", line)
-            image_path = image_root / tokens[-1]
-            if check_images and not image_path.is_file():
-                raise FileNotFoundError(f"{list_file}, line {line}: image not found: {image_path}")
+            image_path = resolve_in_root(image_root, tokens[-1], list_file, line)
+            if check_images:
+                try:
+                    hw = image_size(image_path)
+                except FileNotFoundError:
+                    raise FileNotFoundError(f"{list_file}, line {line}: image not found: "
+                                            f"{image_path}") from None
+                check_in_image(points, box, hw, list_file, line, tokens[-1])
             attrs = {a: bool(v) for a, v in zip(ATTRIBUTES, flags)}
             records.append(Record(image_path, points, box.copy(),
                                   meta={"attributes": attrs, "name": tokens[-1]}))
