@@ -1,9 +1,18 @@
-"""The ``lmk`` command: ``lmk reproduce``, ``lmk list``, ``lmk data``."""
+"""The ``lmk`` command: ``lmk reproduce``, ``lmk list``, ``lmk data``.
+
+A command that cannot do its job says why in one line on stderr and exits non-zero: 2 for a
+request it cannot carry out (unknown notebook or parameter, missing data root, unwritable
+reports folder), 1 when notebooks failed, 130 on Ctrl-C (after the runner removed its temporary
+folder), 141 when the reader of its output went away (``lmk list | head -1``). A traceback is
+for bugs, and ``LMK_TRACEBACK=1`` shows one for anything.
+"""
 
 from __future__ import annotations
 
 import argparse
 import ast
+import logging
+import os
 import sys
 
 
@@ -52,11 +61,15 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from .data import catalog
     from .paths import data_root
 
-    root = data_root(args.data_root)
+    root = data_root(args.data_root, must_exist=True)   # a named root must be there
+    if not root.is_dir():
+        print(f"data root: {root} is missing (the default; create it, or pass --data-root or "
+              "set $LMK_DATA_ROOT): every dataset below is missing")
     if args.check:
         return _data_check(root, args.out)
     table = catalog.scan(root)
-    print(f"data root: {root}")
+    if root.is_dir():
+        print(f"data root: {root}")
     with __import__("pandas").option_context("display.width", 200, "display.max_rows", 200,
                                              "display.max_colwidth", 60):
         print(table.to_string(index=False))
@@ -146,7 +159,34 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_data)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run a command; turn the ways it can be stopped into one line and an exit code."""
+    try:
+        code = args.func(args)
+        sys.stdout.flush()   # a closed pipe shows here, not at exit as an "ignored" traceback
+        return code
+    except KeyboardInterrupt:
+        # the run stops here: what is still pending (papermill's last, orphaned cell task) would
+        # only log its own traceback on the way out
+        logging.disable(logging.CRITICAL)
+        print("lmk: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit: point it at /dev/null so that flush is silent
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as exc:
+        if os.environ.get("LMK_TRACEBACK"):
+            raise
+        text = " ".join(str(exc).split())   # one line, whatever the message holds
+        expected = isinstance(exc, (ValueError, OSError))
+        print(f"lmk {args.command}: error: " + (text if expected else
+                                                 f"{type(exc).__name__}: {text}"),
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Where things live: the data root, the reports folder, the repository root.
 
 The data root is, in order of precedence: an explicit argument, ``$LMK_DATA_ROOT``, then the
-project's own ``data/`` folder. Nothing is ever downloaded.
+project's own ``data/`` folder. Nothing is ever downloaded. Only the implicit default may be
+absent: a root someone named and mistyped must not quietly turn a real-data run into a run on
+synthetic faces (:func:`data_root` with ``must_exist=True``).
 """
 
 from __future__ import annotations
@@ -15,14 +17,25 @@ FIXTURES_DIR = PACKAGE_DIR / "fixtures"
 PAPER_VALUES_DIR = PACKAGE_DIR / "papers" / "paper_values"
 
 
-def data_root(path: str | os.PathLike | None = None) -> Path:
-    """Return the data root: ``path`` if given, else ``$LMK_DATA_ROOT``, else ``<repo>/data``."""
+def data_root(path: str | os.PathLike | None = None, *, must_exist: bool = False) -> Path:
+    """Return the data root: ``path`` if given, else ``$LMK_DATA_ROOT``, else ``<repo>/data``.
+
+    With ``must_exist``, a root given explicitly (``path`` or ``$LMK_DATA_ROOT``) that is not a
+    folder raises ``FileNotFoundError`` (``NotADirectoryError`` for a file); the default
+    ``<repo>/data`` may be absent, since an empty checkout runs on synthetic faces by design.
+    """
     if path is not None and str(path) != "":
-        return Path(path).expanduser().resolve()
-    env = os.environ.get("LMK_DATA_ROOT")
-    if env:
-        return Path(env).expanduser().resolve()
-    return REPO_ROOT / "data"
+        source, root = "data root", Path(path).expanduser().resolve()
+    elif os.environ.get("LMK_DATA_ROOT"):
+        source, root = "$LMK_DATA_ROOT", Path(os.environ["LMK_DATA_ROOT"]).expanduser().resolve()
+    else:
+        return REPO_ROOT / "data"
+    if must_exist and not root.is_dir():
+        if root.exists():
+            raise NotADirectoryError(f"{source} {root} is a file, not a folder")
+        raise FileNotFoundError(f"{source} {root} does not exist (the datasets' parent folder; "
+                                "see data/README.md)")
+    return root
 
 
 def reports_root(path: str | os.PathLike | None = None) -> Path:

@@ -54,13 +54,31 @@ _state: dict[str, Any] = {"dir": None, "name": None, "results": {}, "params": {}
 
 
 # --------------------------------------------------------------------------- atomic writes
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (``os.umask`` can only
+    be read by setting it, which races with other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename:
-    readers see the old file or the new one, never a partial one."""
+    readers see the old file or the new one, never a partial one. The file gets the mode a plain
+    ``open(path, "w")`` would give (0666 less the umask), not ``mkstemp``'s private 0600: reports
+    are meant to be read by others."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -271,6 +289,15 @@ def record(name: str, value: float, paper: PaperValue | None = None, unit: str =
     _state["results"][name] = entry
     _flush()
     return entry
+
+
+def with_unit(values, unit: str) -> list:
+    """Measured values (timings, speed-ups) for display, each as ``"<3 digits> <unit>"`` (NaN kept):
+    a displayed table keeps saved tables' plain numbers out of the text that a re-run compares,
+    and ``tests/nbval_sanitize.cfg`` masks exactly this form."""
+    import pandas as pd
+
+    return [v if pd.isna(v) else f"{v:.3g} {unit}" for v in values]
 
 
 def slug(text: str) -> str:

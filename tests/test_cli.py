@@ -80,3 +80,74 @@ def test_lmk_data_check_flags_a_folder_whose_pictures_do_not_match_their_labels(
     assert not any(rows[k].rstrip().endswith("FLAG")
                    for k in (("train", "lfw_5590_80px"), ("train", "net_7876")))
     assert (out_dir / "cuhk_5pt_train_official_lfw_5590.png").is_file()
+
+
+# --------------------------------------------------------------------------- one-line errors
+def _one_notebook(folder):
+    import nbformat
+
+    folder.mkdir()
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("profile = 'quick'  # smoke|quick|paper\nseed = 0  # seed\n")
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, folder / "a_one.ipynb")
+    return folder
+
+
+def test_lmk_data_says_the_root_is_missing(tmp_path, capsys, monkeypatch):
+    from lmklib import paths
+
+    assert cli.main(["data", "--data-root", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err == (f"lmk data: error: data root {tmp_path / 'nope'} does not "
+                                       "exist (the datasets' parent folder; see data/README.md)\n")
+    monkeypatch.delenv("LMK_DATA_ROOT", raising=False)
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)   # a checkout without data/: allowed
+    assert cli.main(["data"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"data root: {tmp_path / 'data'} is missing (the default;")
+    assert "Kaggle Facial Keypoints" in out   # and still says where each dataset goes
+
+
+def test_unknown_notebook_is_one_line(tmp_path, capsys):
+    nbs = _one_notebook(tmp_path / "nbs")
+    assert cli.main(["reproduce", "zzz", "--notebooks", str(nbs), "--reports",
+                     str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == ("lmk reproduce: error: notebook 'zzz' matches nothing; "
+                                       "available: ['a_one']\n")
+
+
+def test_unwritable_reports_folder_is_one_line(tmp_path, capsys):
+    nbs = _one_notebook(tmp_path / "nbs")
+    (tmp_path / "file").write_text("")
+    assert cli.main(["reproduce", "--notebooks", str(nbs), "--reports",
+                     str(tmp_path / "file" / "reports")]) == 2
+    assert capsys.readouterr().err == (f"lmk reproduce: error: reports folder "
+                                       f"{tmp_path / 'file' / 'reports'} is not writable: "
+                                       "Not a directory\n")
+
+
+def test_an_unexpected_error_is_one_line_naming_its_type(tmp_path, capsys, monkeypatch):
+    from lmklib import runner
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom\n  second line")
+
+    monkeypatch.setattr(runner, "reproduce", broken)
+    assert cli.main(["reproduce"]) == 2
+    assert capsys.readouterr().err == "lmk reproduce: error: RuntimeError: boom second line\n"
+
+
+def test_a_closed_output_pipe_ends_quietly(tmp_path):
+    """``lmk list | head -1``: the reader went away; no traceback, exit 141 (128 + SIGPIPE)."""
+    import subprocess
+    import sys
+
+    nbs = _one_notebook(tmp_path / "nbs")
+    proc = subprocess.Popen([sys.executable, "-m", "lmklib.cli", "list", "--notebooks", str(nbs)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()   # before lmk writes anything: its first write meets a closed pipe
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err == b""

@@ -50,6 +50,7 @@ def test_acn_notebook_on_real_data(run, tmp_path, real_data_root):
 
 
 def test_acn_notebook_without_real_data_uses_synthetic_faces(run, tmp_path):
+    (tmp_path / "empty").mkdir()   # an empty data root: a missing one is an error
     r = run(tmp_path / "reports", tmp_path / "empty")
     check_common(r, "synthetic")
     assert "synthetic" in r["synthetic68_train_faces"]["dataset"]

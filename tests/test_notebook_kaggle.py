@@ -58,6 +58,7 @@ def check_common(r, source):
 
 
 def test_kaggle_notebook_without_real_data_uses_synthetic_faces(run, tmp_path):
+    (tmp_path / "empty").mkdir()   # an empty data root: a missing one is an error
     folder, r = run(tmp_path / "reports", tmp_path / "empty")
     check_common(r, "synthetic")
     assert "synthetic" in r["dataset_source"]["note"]

@@ -7,6 +7,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_quickstart_without_real_data_uses_fixtures(tmp_path, run_smoke_notebook):
+    (tmp_path / "empty").mkdir()   # an empty data root: a missing one is an error
     rep = run_smoke_notebook("00_quickstart", tmp_path / "reports", tmp_path / "empty")
     keys = set(rep.results)
     assert "baseline_nme_cuhk_5_point_fixture" in keys and "baseline_nme_300_w_fixture" in keys

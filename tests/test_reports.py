@@ -1,6 +1,7 @@
 """lmklib.reports: a result's dataset must be one the run found, or say it is generated."""
 
 import json
+import os
 
 import pytest
 
@@ -67,3 +68,17 @@ def test_index_never_puts_a_synthetic_number_beside_the_paper(tmp_path):
     real = next(line for line in text.splitlines() if line.startswith("| real"))
     assert "(2.06) synthetic: not comparable" in synth and "| synthetic |" in synth
     assert "| 2.06 |" in real and "| real |" in real
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_report_files_get_the_mode_open_would_give(tmp_path, umask, mode):
+    """Not mkstemp's private 0600: reports are read by others (a web server, a colleague)."""
+    old = os.umask(umask)
+    try:
+        for path in (reports.atomic_write_text(tmp_path / "a.md", "x"),
+                     reports.atomic_write_json(tmp_path / "b.json", {"a": 1}),
+                     reports.atomic_write_bytes(tmp_path / "c.png", b"\x89PNG")):
+            assert path.stat().st_mode & 0o777 == mode, path
+        assert reports._umask() == umask
+    finally:
+        os.umask(old)

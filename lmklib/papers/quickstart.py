@@ -8,7 +8,9 @@ the baseline needs only their annotations (no image is decoded for it).
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -75,21 +77,40 @@ def available_datasets(root: str | Path) -> list[dict[str, Any]]:
     return found
 
 
+class _TempFolder:
+    """A temporary folder removed when the last object holding this handle is garbage-collected,
+    or when the interpreter exits (``weakref.finalize`` runs at exit too)."""
+
+    def __init__(self, prefix: str):
+        self.path = Path(tempfile.mkdtemp(prefix=prefix))
+        weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
+
+
 def fixture_datasets(folder: str | Path | None = None) -> list[dict[str, Any]]:
     """Tiny CUHK and 300-W datasets written in their documented formats by
-    :mod:`lmklib.data.fixtures` (the stand-in when no real data is present)."""
+    :mod:`lmklib.data.fixtures` (the stand-in when no real data is present).
+
+    Without ``folder`` they go to a temporary folder that is removed once no dataset refers to
+    it any more, or at the latest when the process (the notebook's kernel) exits: the datasets
+    decode their images lazily, so the folder must outlive this call, but not the run.
+    """
     from ..data import fixtures
     from ..data.formats.cuhk import CUHK5Point
     from ..data.formats.w300 import W300
 
-    folder = Path(folder or tempfile.mkdtemp(prefix="lmk-fixtures-"))
+    owner = None if folder else _TempFolder("lmk-fixtures-")
+    folder = Path(folder or owner.path)
     cuhk, w300 = folder / "cuhk_5pt", folder / "300w"
     fixtures.write_cuhk_fixture(cuhk, n_train=8, n_test=6)
     fixtures.write_300w_fixture(w300, n_per_folder=3)
-    return [_split_pair("CUHK 5-point fixture", CUHK5Point(cuhk, "train"), CUHK5Point(cuhk, "test"),
-                        "bbox_width", "fixture", "written by lmklib.data.fixtures"),
-            _split_pair("300-W fixture", W300(w300, "train"), W300(w300, "common"),
-                        "inter_ocular", "fixture", "written by lmklib.data.fixtures")]
+    splits = [CUHK5Point(cuhk, "train"), CUHK5Point(cuhk, "test"), W300(w300, "train"),
+              W300(w300, "common")]
+    for split in splits:
+        split.fixture_folder = owner   # keeps the folder alive exactly as long as the datasets
+    return [_split_pair("CUHK 5-point fixture", *splits[:2], "bbox_width", "fixture",
+                        "written by lmklib.data.fixtures"),
+            _split_pair("300-W fixture", *splits[2:], "inter_ocular", "fixture",
+                        "written by lmklib.data.fixtures")]
 
 
 def evaluate_baseline(pair: dict[str, Any], max_test: int | None = None) -> dict[str, Any]:
