@@ -6,7 +6,10 @@ therefore draws the same shuffling, augmentation and dropout whether the run sta
 resumed from a checkpoint written after epoch ``e - 1``, which is what makes resume exact.
 
 The checkpoint (written atomically after every epoch) holds the model, optimizer and scheduler
-states, the finished epoch and the history so far; it is read with ``weights_only=True``.
+states, the finished epoch, the history so far, the seed and an optional tag naming the
+profile/config; it is read with ``weights_only=True``. A resume checks the file before using it:
+another seed or tag, or weights of another architecture, raise a one-line ``ValueError`` naming the
+file and the mismatch instead of silently mixing two runs.
 """
 
 from __future__ import annotations
@@ -66,12 +69,54 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ValueError(f"{path}: not a readable lmklib checkpoint ({e})") from None
 
 
+def _shorten(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def load_model_state(model: nn.Module, state: Mapping[str, Any], source: str | Path) -> None:
+    """``model.load_state_dict(state)``, but a state of another architecture raises a one-line
+    ``ValueError`` naming ``source`` (the checkpoint file) and what differs: keys the model has
+    and the file lacks, keys the file has and the model lacks, tensors of another shape."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model"
+              for k in own if k in state and hasattr(state[k], "shape")
+              and tuple(state[k].shape) != tuple(own[k].shape)]
+    problems = [f"{what}: {_shorten(names)}" for what, names in
+                (("missing keys", missing), ("unexpected keys", unexpected),
+                 ("shape mismatch", shapes)) if names]
+    if problems:
+        raise ValueError(f"{source}: checkpoint does not fit {type(model).__name__} "
+                         f"({'; '.join(problems)})")
+    model.load_state_dict(state)
+
+
+def load_weights(model: nn.Module, path: str | Path,
+                 map_location: str | torch.device = "cpu") -> nn.Module:
+    """Load the model weights of a checkpoint written by :func:`fit` into ``model`` (checked as
+    in :func:`load_model_state`) and return the model."""
+    load_model_state(model, load_checkpoint(path, map_location)["model"], path)
+    return model
+
+
+def _check_resume(path: str | Path, state: Mapping[str, Any], seed: int, tag: str | None) -> None:
+    """Refuse to continue a checkpoint written by another run: a different seed or tag."""
+    for what, wanted in (("seed", seed), ("tag", tag)):
+        stored = state.get(what)
+        if stored != wanted:
+            raise ValueError(f"{path}: checkpoint was written with {what} {stored!r}, this run "
+                             f"asks for {what} {wanted!r} (delete the file to start afresh, or "
+                             f"pass {what}={stored!r} to continue it)")
+
+
 def fit(model: nn.Module, train_loader: Iterable, loss_fn: Callable[[nn.Module, Any], Any],
         optimizer: torch.optim.Optimizer, epochs: int, *, scheduler: Any = None,
         scheduler_step: str = "epoch", val_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
         seed: int = 0, device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
-        progress: bool = True, desc: str = "train", grad_clip: float | None = None,
-        stop_after: int | None = None) -> "pd.DataFrame":
+        tag: str | None = None, progress: bool = True, desc: str = "train",
+        grad_clip: float | None = None, stop_after: int | None = None) -> "pd.DataFrame":
     """Train ``model`` for ``epochs`` epochs and return the per-epoch history.
 
     Args:
@@ -80,7 +125,11 @@ def fit(model: nn.Module, train_loader: Iterable, loss_fn: Callable[[nn.Module, 
         scheduler_step: call ``scheduler.step()`` after every ``"batch"`` or every ``"epoch"``.
         val_fn: ``val_fn(model) -> {name: float}``, called in eval mode without gradients after
             each epoch; its values are stored as ``val_<name>``.
-        checkpoint: file to resume from (when it exists) and to save to after every epoch.
+        checkpoint: file to resume from (when it exists) and to save to after every epoch. A file
+            written with another ``seed`` or ``tag``, or for another architecture, raises
+            ``ValueError`` naming the file and the mismatch.
+        tag: names the profile/config of the run (e.g. ``"smoke"``); stored in the checkpoint and
+            required to match on resume.
         stop_after: end after this many epochs of the current call (to simulate a killed run).
     Returns:
         DataFrame with one row per epoch: ``epoch``, ``train_loss``, batch metrics, ``val_*``,
@@ -96,10 +145,15 @@ def fit(model: nn.Module, train_loader: Iterable, loss_fn: Callable[[nn.Module, 
     start_epoch = 0
     if checkpoint is not None and Path(checkpoint).is_file():
         state = load_checkpoint(checkpoint, device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler") is not None:
-            scheduler.load_state_dict(state["scheduler"])
+        _check_resume(checkpoint, state, seed, tag)
+        load_model_state(model, state["model"], checkpoint)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None and state.get("scheduler") is not None:
+                scheduler.load_state_dict(state["scheduler"])
+        except (ValueError, KeyError, RuntimeError) as e:   # another optimizer or schedule
+            raise ValueError(f"{checkpoint}: optimizer/scheduler state does not fit this run "
+                             f"({' '.join(str(e).split())})") from None
         start_epoch, history = int(state["epoch"]) + 1, list(state["history"])
 
     bar = tqdm(range(start_epoch, epochs), desc=desc, disable=not progress, leave=False)
@@ -144,7 +198,7 @@ def fit(model: nn.Module, train_loader: Iterable, loss_fn: Callable[[nn.Module, 
             save_checkpoint(checkpoint, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "epoch": epoch, "history": history, "seed": seed})
+                "epoch": epoch, "history": history, "seed": seed, "tag": tag})
     return pd.DataFrame(history)
 
 

@@ -80,3 +80,47 @@ def test_nan_loss_stops_with_a_message(tmp_path):
     with pytest.raises(FloatingPointError, match="epoch 0"):
         train.fit(model, loader, lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]), opt, 1,
                   progress=False)
+
+
+def test_checkpoint_of_another_architecture_is_named(tmp_path):
+    model, loader, loss_fn, opt, kw = make_run(tmp_path, "small")
+    train.fit(model, loader, loss_fn, opt, 1, **kw)
+    wider = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 2))
+    with pytest.raises(ValueError, match=r"small\.pt: checkpoint does not fit Sequential \("
+                                         r"shape mismatch: 0\.weight \(16, 6\) in the file, "
+                                         r"\(32, 6\) in the model, 0\.bias \(16,\)") as e:
+        train.fit(wider, loader, loss_fn, torch.optim.SGD(wider.parameters(), lr=0.05), 2, **kw)
+    assert "\n" not in str(e.value)
+    deeper = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2),
+                           nn.ReLU(), nn.Linear(2, 2))
+    with pytest.raises(ValueError, match=r"small\.pt: .*\(missing keys: 5\.weight, 5\.bias\)$"):
+        train.load_weights(deeper, kw["checkpoint"])
+    shallow = nn.Sequential(nn.Linear(6, 16))
+    with pytest.raises(ValueError, match=r"small\.pt: .*\(unexpected keys: 3\.weight, 3\.bias\)$"):
+        train.load_weights(shallow, kw["checkpoint"])
+    same, *_ = make_run(tmp_path, "other")
+    assert torch.equal(train.load_weights(same, kw["checkpoint"])[0].weight, model[0].weight)
+
+
+def test_resume_with_another_seed_or_tag_is_refused(tmp_path):
+    model, loader, loss_fn, opt, kw = make_run(tmp_path, "tagged")   # seed 7
+    train.fit(model, loader, loss_fn, opt, 3, tag="smoke", stop_after=1, **kw)
+    assert train.load_checkpoint(kw["checkpoint"])["tag"] == "smoke"
+    with pytest.raises(ValueError, match=r"tagged\.pt: checkpoint was written with seed 7, "
+                                         r"this run asks for seed 8 "):
+        train.fit(model, loader, loss_fn, opt, 3, tag="smoke", **{**kw, "seed": 8})
+    with pytest.raises(ValueError, match=r"tagged\.pt: checkpoint was written with tag 'smoke', "
+                                         r"this run asks for tag 'quick' "):
+        train.fit(model, loader, loss_fn, opt, 3, tag="quick", **kw)
+    with pytest.raises(ValueError, match=r"with tag 'smoke', this run asks for tag None"):
+        train.fit(model, loader, loss_fn, opt, 3, **kw)
+    hist = train.fit(model, loader, loss_fn, opt, 3, tag="smoke", **kw)   # the same run resumes
+    assert list(hist["epoch"]) == [0, 1, 2]
+
+
+def test_resume_with_another_optimizer_is_named(tmp_path):
+    model, loader, loss_fn, opt, kw = make_run(tmp_path, "opt")
+    train.fit(model, loader, loss_fn, opt, 1, **kw)
+    head_only = torch.optim.SGD(model[3].parameters(), lr=0.05)
+    with pytest.raises(ValueError, match=r"opt\.pt: optimizer/scheduler state does not fit"):
+        train.fit(model, loader, loss_fn, head_only, 2, **{**kw, "scheduler": None})
