@@ -73,6 +73,11 @@ class RunResult:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+def _check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
+
+
 def list_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
     """The runnable notebooks: ``notebooks/*.ipynb``, sorted by name.
 
@@ -316,8 +321,7 @@ def run_notebook(path: str | Path, *, profile: str = "quick", seed: int = 0,
     ``OSError``. Whatever happens afterwards, the temporary folder does not outlive the call.
     """
     path = Path(path)
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
+    _check_profile(profile)
     if not path.is_file():
         raise FileNotFoundError(f"notebook not found: {path}")
     name = path.stem
@@ -419,8 +423,7 @@ def reproduce(names: Iterable[str] | None = None, *, profile: str = "quick", see
     """
     from tqdm.auto import tqdm
 
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
+    _check_profile(profile)
     paths = resolve_names(names, Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR)
     params = dict(params or {})
     data_root = params.pop("data_root", None) or data_root

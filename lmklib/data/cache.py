@@ -356,14 +356,6 @@ class CachedDataset(Dataset):
                 _VERIFIED[state] = got
         return None
 
-    def _valid(self) -> bool:
-        """The folder holds this fingerprint's manifest (no file checks: see :meth:`_check`)."""
-        try:
-            with open(self.path / "manifest.json", encoding="utf-8") as f:
-                return json.load(f).get("digest") == self.digest
-        except (OSError, ValueError):
-            return False
-
     def _remove_superseded(self) -> None:
         """Delete the sibling folders this build supersedes (module docstring): the same
         ``<Class>-<identity>-`` with another digest, leftovers of interrupted removals of
@@ -432,7 +424,8 @@ class CachedDataset(Dataset):
             try:
                 os.replace(tmp, self.path)
             except OSError:
-                if not self._valid():  # someone else won the race with an equal cache: fine
+                # another process won the race: fine if it left an equal, intact cache
+                if self._problem() is not None:
                     raise
             else:
                 for name in names:  # what this process just wrote and summed needs no re-check

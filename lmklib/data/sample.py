@@ -190,12 +190,14 @@ def _jpeg_size(f) -> tuple[int, int] | None:
         f.seek(length - 2, 1)
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
+def image_size(path: str | os.PathLike, source: str | os.PathLike | None = None,
+               line: int | None = None) -> tuple[int, int]:
     """``(height, width)`` of an image file from its header, without decoding the pixels (about
     15 us a JPEG: its markers are read directly; other formats through Pillow's lazy open).
+    ``source`` / ``line``: the annotation that names the image, for the not-found message.
 
     Raises:
-        FileNotFoundError: the file does not exist (the path is named).
+        FileNotFoundError: the file does not exist (the path is named, after ``source, line``).
         ValueError: the file is not a readable image (the path is named).
     """
     from PIL import Image, UnidentifiedImageError
@@ -203,7 +205,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         f = open(path, "rb")
     except FileNotFoundError:
-        raise FileNotFoundError(f"image not found: {path}") from None
+        where = "" if source is None else f"{source}, line {line}: " if line else f"{source}: "
+        raise FileNotFoundError(f"{where}image not found: {path}") from None
     with f:
         hw = _jpeg_size(f)
     if hw is not None and min(hw) > 0:
@@ -250,15 +253,14 @@ def check_in_image(points: np.ndarray | None, box: np.ndarray | None, image_hw: 
             far outside it lies and the image.
     """
     h, w = int(image_hw[0]), int(image_hw[1])
-    lo, hi = -tolerance * np.array([w, h]), (1 + tolerance) * np.array([w, h])
     for kind, p in (("point", points), ("box corner", box)):
         if p is None:
             continue
         p = np.asarray(p, dtype=np.float64).reshape(-1, 2)
-        bad = ((p < lo) | (p > hi)).any(axis=1)  # False for NaN: missing points pass
+        frac = outside_fraction(p, (h, w))
+        bad = frac > tolerance  # False for NaN: missing points pass
         if bad.any():
             i = int(np.argmax(bad))
-            frac = outside_fraction(p, (h, w))
             where = f" {image}" if image is not None else ""
             at = line if not isinstance(line, Sequence) else line[i] if kind == "point" else None
             raise AnnotationError(path, f"{label}{kind} {i} at ({p[i, 0]:g}, {p[i, 1]:g}) lies "

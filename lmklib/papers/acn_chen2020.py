@@ -132,11 +132,6 @@ def resolve_profile(profile: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- face crops
-def _indices(n_total: int, n: int | None) -> np.ndarray | None:
-    """The records a profile keeps (:func:`fixed_subset`, seed 0); None keeps all."""
-    return None if n is None or n >= n_total else fixed_subset(n_total, n)
-
-
 def cuhk_crops(root: str | Path, split: str, n: int | None = None, size: int = 39) -> FaceCrops:
     """CUHK 5-point faces (``root`` = the ``cuhk_5pt`` folder), decoded once into the cache.
     ``split``: ``train``/``test`` (the clean protocol) or ``train_official``/``test_official``
@@ -146,7 +141,7 @@ def cuhk_crops(root: str | Path, split: str, n: int | None = None, size: int = 3
     ds = CUHK5Point(root, split, image_mode="L")
     return load_face_crops(ds, CropPolicy(size, "L"),
                            name=f"LFW+Webface {split} ({ds.protocol} protocol)",
-                           indices=_indices(len(ds), n))
+                           indices=fixed_subset(len(ds), n))
 
 
 def synthetic_crops(n: int, seed: int, size: int = 39) -> FaceCrops:
@@ -181,7 +176,7 @@ def five_point_crops(dataset, name: str, geometry: BoxGeometry | None = None,
     box = "data" if geometry is None else ("points" if replace_boxes else "points_if_missing")
     policy = CropPolicy(size, "L", box=box, geometry=geometry)
     return load_face_crops(dataset, policy, name=name, note=note,
-                           indices=_indices(len(dataset), n))
+                           indices=fixed_subset(len(dataset), n))
 
 
 def w300_five_point_crops(root: str | Path, geometry: BoxGeometry, n: int | None = None,
@@ -323,7 +318,7 @@ def w300_faces(root: str | Path, split: str, size: int, n: int | None = None) ->
         raise FileNotFoundError(f"300-W split {split!r}: none of its folders {ds.missing} under {root}")
     return load_face_crops(ds, CropPolicy(size, "RGB", box="image"),
                            name=f"300-W {split} ({', '.join(ds.present)})",
-                           indices=_indices(len(ds), n))
+                           indices=fixed_subset(len(ds), n))
 
 
 def synthetic_heatmap_faces(n: int, size: int, seed: int) -> FaceCrops:

@@ -14,13 +14,6 @@ from lmklib.data.geometry import BoxGeometry, boxes_from_points, fit_box_geometr
 from lmklib.papers import acn_chen2020 as T
 
 
-def test_subsets_are_the_shared_fixed_subset():
-    from lmklib.data.faces import fixed_subset
-
-    assert T._indices(10, None) is None and T._indices(10, 10) is None
-    np.testing.assert_array_equal(T._indices(100, 7), fixed_subset(100, 7))
-
-
 def test_schedules():
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     assert T._scheduler(opt, "constant", 3, 10) == (None, "epoch")
@@ -72,6 +65,13 @@ def test_cuhk_crops_keep_the_subset(tmp_path):
     c = T.cuhk_crops(tmp_path / "cuhk", "train", n=3)
     _check_crops(c, 5, 1, 39)
     assert len(c) == 3 and c.name == "LFW+Webface train (clean protocol)"
+    # the shared subset draw (seed 0), and every face when n is None
+    from lmklib.data.faces import fixed_subset
+    from lmklib.data.formats.cuhk import CUHK5Point
+
+    every = CUHK5Point(tmp_path / "cuhk", "train")
+    assert c.paths == [str(every.records[i].image_path) for i in fixed_subset(len(every), 3)]
+    assert len(T.cuhk_crops(tmp_path / "cuhk", "train")) == len(every)
     assert c.policy.box == "data" and c.policy.resample == "torch"
 
 

@@ -86,11 +86,7 @@ def read_cuhk_list(list_file: str | os.PathLike, image_root: str | os.PathLike |
             box = np.array([x0, y0, x1, y1])
             image_path = resolve_in_root(root, tokens[0], list_file, lineno)
             if check_images:
-                try:
-                    hw = image_size(image_path)
-                except FileNotFoundError:
-                    raise FileNotFoundError(f"{list_file}, line {lineno}: image not found: "
-                                            f"{image_path}") from None
+                hw = image_size(image_path, list_file, lineno)
                 check_in_image(points, box, hw, list_file, lineno, tokens[0])
             records.append(Record(image_path, points, box,
                                   meta={"source": tokens[0].replace("\\", "/").split("/")[0]}))

@@ -86,11 +86,7 @@ def read_wflw_list(list_file: str | os.PathLike, image_root: str | os.PathLike,
                                       f"{flags.astype(int).tolist()}", line)
             image_path = resolve_in_root(image_root, tokens[-1], list_file, line)
             if check_images:
-                try:
-                    hw = image_size(image_path)
-                except FileNotFoundError:
-                    raise FileNotFoundError(f"{list_file}, line {line}: image not found: "
-                                            f"{image_path}") from None
+                hw = image_size(image_path, list_file, line)
                 check_in_image(points, box, hw, list_file, line, tokens[-1])
             attrs = {a: bool(v) for a, v in zip(ATTRIBUTES, flags)}
             records.append(Record(image_path, points, box.copy(),
