@@ -1,4 +1,4 @@
-"""The ``lmk`` command: ``lmk reproduce``, ``lmk list``, ``lmk data``.
+"""The ``lmk`` command: ``lmk reproduce``, ``lmk list``, ``lmk data``, ``lmk predict``.
 
 A command that cannot do its job says why in one line on stderr and exits non-zero: 2 for a
 request it cannot carry out (unknown notebook or parameter, missing data root, unwritable
@@ -129,6 +129,74 @@ def _data_check(root, out: str | None) -> int:
     return 0
 
 
+def _box(text: str) -> tuple[float, float, float, float]:
+    try:
+        box = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise argparse.ArgumentTypeError(f"expected x0,y0,x1,y1 (four numbers), got {text!r}")
+    return box
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    """``lmk predict``: per image, ``<stem>.png`` (the points drawn) and ``<stem>.csv`` (one row
+    per face: box, then x/y of each point, image pixels) in ``--out``."""
+    from pathlib import Path
+
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .landmarker import Landmarker
+    from .reports import atomic_write_bytes, atomic_write_text
+
+    lm = Landmarker.load(args.model, name=args.name, reports_root=args.reports)
+    out = Path(args.out)
+    stems = [Path(p).stem for p in args.images]
+    clash = sorted({s for s in stems if stems.count(s) > 1})
+    if clash:
+        raise ValueError(f"several images are called {', '.join(clash)}: their outputs would "
+                         "overwrite each other; predict them in separate runs")
+    print(f"{lm}", file=sys.stderr)
+    bar = tqdm(args.images, unit="image", disable=args.no_progress or len(args.images) < 2)
+    for image in bar:
+        boxes = [args.box] if args.box else lm.find_faces(image)
+        points = lm.predict(image, boxes)
+        rows = pd.DataFrame({"face": range(len(points))})
+        for j, c in enumerate(("x0", "y0", "x1", "y1")):
+            rows[c] = [b[j] for b in boxes]
+        for k, name in enumerate(lm.scheme.names):
+            rows[f"{name}_x"], rows[f"{name}_y"] = points[:, k, 0], points[:, k, 1]
+        stem = Path(image).stem
+        atomic_write_text(out / f"{stem}.csv", rows.to_csv(index=False))
+        atomic_write_bytes(out / f"{stem}.png", _annotated_png(image, boxes, points))
+        if len(args.images) == 1:
+            print(rows.to_string(index=False))
+    print(f"{len(args.images)} image(s): points and drawings in {out.resolve()}/", file=sys.stderr)
+    return 0
+
+
+def _annotated_png(image, boxes, points) -> bytes:
+    """The image with each face's box and points drawn, as PNG bytes (no matplotlib)."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    from .landmarker import to_array
+
+    arr, _ = to_array(image, "RGB")
+    im = Image.fromarray(arr)
+    draw = ImageDraw.Draw(im)
+    r = max(1.5, min(im.size) / 150)
+    for box, pts in zip(boxes, points):
+        draw.rectangle([float(v) for v in box], outline=(0, 255, 0), width=max(1, int(r / 1.5)))
+        for x, y in pts:
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=(255, 0, 0))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lmk", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +225,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None,
                    help="folder for the --check overlays (default: reports/data_check/)")
     p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("predict", help="run a reproduced model on images (points as CSV + PNG)")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--model", default="01_ccnn",
+                   help="a report name (default 01_ccnn), report folder or model card (.json)")
+    p.add_argument("--name", default=None, help="which model of a report that holds several")
+    p.add_argument("--box", type=_box, default=None, metavar="x0,y0,x1,y1",
+                   help="the face box in the model's box policy (default: detect the faces)")
+    p.add_argument("--out", default="predictions", help="output folder (default: predictions/)")
+    p.add_argument("--reports", default=None, help="reports folder (default: reports/)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_predict)
 
     args = parser.parse_args(argv)
     return _run(args)

@@ -9,6 +9,7 @@ synthetic faces (:func:`data_root` with ``must_exist=True``).
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -50,3 +51,16 @@ def cache_root() -> Path:
     """Folder for decoded-sample caches: ``$LMK_CACHE_DIR`` or ``<repo>/.cache``."""
     env = os.environ.get("LMK_CACHE_DIR")
     return Path(env).expanduser().resolve() if env else REPO_ROOT / ".cache"
+
+
+def git_commit() -> dict:
+    """``{"commit": HEAD's hash, "dirty": uncommitted changes to tracked files}`` of the
+    repository this package runs from (None values outside a git checkout)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    try:
+        return {"commit": git("rev-parse", "HEAD") or None,
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}

@@ -10,6 +10,7 @@ Report layout::
 
     <name>.ipynb   executed notebook (written by the runner)
     figures/*.png  tables/*.csv + tables/*.md
+    models/<m>.pt + models/<m>.json   trained weights (a state dict) and their model card
     results.json   {"notebook", "params", "results": {key: {value, unit, paper, ...}}}
     manifest.json  provenance (written by the runner)
 
@@ -50,7 +51,7 @@ DATASET_NAMES: dict[str, str] = {
 GENERATED = ("synthetic", "fixture")
 
 _state: dict[str, Any] = {"dir": None, "name": None, "results": {}, "params": {}, "figures": {},
-                         "tables": {}, "found": None}
+                         "tables": {}, "models": {}, "found": None}
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -169,7 +170,7 @@ def init(name: str, **params: Any) -> Path:
     folder = Path(env) if env else reports_root() / "_scratch" / name
     folder.mkdir(parents=True, exist_ok=True)
     _state.update(dir=folder, name=name, results={}, params=_jsonable(params), figures={}, tables={},
-                  found=_datasets_found(params.get("data_root")))
+                  models={}, found=_datasets_found(params.get("data_root")))
     _flush()
     return folder
 
@@ -222,7 +223,7 @@ def _flush() -> None:
     atomic_write_json(report_dir() / "results.json",
                       {"notebook": _state["name"], "params": _state["params"],
                        "results": _state["results"], "figures": _state["figures"],
-                       "tables": _state["tables"]})
+                       "tables": _state["tables"], "models": _state["models"]})
 
 
 def save_figure(fig, name: str, caption: str = "", dpi: int = 110) -> Path:
@@ -247,6 +248,63 @@ def save_table(df, name: str, caption: str = "", index: bool = False,
     _state["tables"][name] = caption
     _flush()
     return path
+
+
+MODEL_FORMAT = "lmklib-model/1"
+
+
+def save_model(name: str, state_dict: dict, card: dict) -> Path:
+    """Save a trained model as ``models/<name>.pt`` (its state dict, ``torch.save``; load it with
+    ``torch.load(..., weights_only=True)``) and ``models/<name>.json``, its model card; both
+    atomically, the weights first, so a card never points at missing or other weights.
+
+    ``card`` says how to rebuild and use the model (see :mod:`lmklib.landmarker`): ``paper``
+    (the :mod:`lmklib.papers` module that knows the architecture), ``architecture`` and ``args``,
+    ``scheme``, ``crop`` (the :class:`~lmklib.data.faces.CropPolicy` fields), ``box_policy``,
+    ``detector`` (a :class:`~lmklib.data.detect.DetectorCalibration` dict or None), ``dataset``
+    and ``test`` (its headline number). The notebook, profile, seed, commit, the weights' file
+    name and their SHA-256 are added here. Returns the card's path.
+    """
+    import hashlib
+    import io
+
+    import torch
+
+    from .paths import git_commit
+
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, buf)
+    data = buf.getvalue()
+    folder = report_dir() / "models"
+    atomic_write_bytes(folder / f"{name}.pt", data)
+    full = {"format": MODEL_FORMAT, "name": name, "notebook": _state["name"], **card,
+            "profile": _state["params"].get("profile", ""),
+            "seed": _state["params"].get("seed"), **git_commit(),
+            "weights": f"{name}.pt", "sha256": hashlib.sha256(data).hexdigest()}
+    path = atomic_write_json(folder / f"{name}.json", full)
+    _state["models"][name] = card.get("title", name)
+    _flush()
+    return path
+
+
+def prediction_table(crops, points, root: str | os.PathLike | None = None):
+    """A DataFrame of predictions: per face its image (relative to ``root`` where under it), its
+    box ``box_x0 box_y0 box_x1 box_y1`` and the points ``x<i> y<i>`` (image pixels, ``points [N, K, 2]``) of a
+    :class:`~lmklib.data.faces.FaceCrops`; what ``lmk predict`` on the same image and box must
+    give again."""
+    import numpy as np
+    import pandas as pd
+
+    p = np.asarray(points, dtype=np.float64)
+    base = Path(root).resolve() if root else None
+    names = [str(Path(q).resolve().relative_to(base)) if base and q and
+             Path(q).resolve().is_relative_to(base) else q for q in (crops.paths or [""] * len(p))]
+    table = pd.DataFrame({"image": names})
+    for j, c in enumerate(("box_x0", "box_y0", "box_x1", "box_y1")):
+        table[c] = crops.boxes[:, j].numpy()
+    for k in range(p.shape[1]):
+        table[f"x{k}"], table[f"y{k}"] = p[:, k, 0], p[:, k, 1]
+    return table
 
 
 def dataframe_to_markdown(df, index: bool = False, floatfmt: str = ".4g") -> str:

@@ -28,7 +28,6 @@ import re
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -37,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .paths import REPO_ROOT, data_root as resolve_data_root, reports_root as resolve_reports_root
+from .paths import (REPO_ROOT, data_root as resolve_data_root, git_commit,
+                    reports_root as resolve_reports_root)
 from .reports import (GENERATED, atomic_write_json, atomic_write_text, data_kind,
                       dataframe_to_markdown)
 from .widgets import HEADLESS_ENV
@@ -134,17 +134,6 @@ def route_parameters(paths: list[Path], params: dict[str, Any]) -> dict[Path, di
                          f"(selected: {', '.join(p.stem for p in paths)}; their parameters: "
                          f"{', '.join(known)})")
     return {p: {k: v for k, v in params.items() if k in declared[p]} for p in paths}
-
-
-def _git_commit() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-    try:
-        return {"commit": git("rev-parse", "HEAD") or None,
-                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
 
 
 def package_versions() -> dict[str, str | None]:
@@ -401,7 +390,7 @@ def _execute(path: Path, tmp: Path, root: Path, droot: Path, profile: str, seed:
     seconds = time.perf_counter() - t0
     atomic_write_json(tmp / "manifest.json", {
         "notebook": name, "source": str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path),
-        **_git_commit(), "packages": package_versions(), "profile": profile, "seed": seed,
+        **git_commit(), "packages": package_versions(), "profile": profile, "seed": seed,
         "data_root": str(droot), "datasets_found": datasets_found(droot), "parameters": injected,
         "started": started.isoformat(timespec="seconds"),
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

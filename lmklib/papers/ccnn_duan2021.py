@@ -391,11 +391,15 @@ def predict_stage(model: CCNN, stage: int, crops: FaceCrops, anchors: torch.Tens
     return out
 
 
-def predict(model: CCNN, crops: FaceCrops, stages: int = 3) -> list[torch.Tensor]:
-    """Box-unit points ``[N, 5, 2]`` after each stage, for un-augmented faces."""
-    preds = [predict_stage(model, 1, crops)]
+def predict(model: CCNN, crops: FaceCrops, stages: int = 3, batch: int = 512
+            ) -> list[torch.Tensor]:
+    """Box-unit points ``[N, 5, 2]`` after each stage, for un-augmented faces, ``batch`` faces
+    per call. The float sums of a convolution depend on how many faces share the call (by
+    ~1e-6 of a box width here), so ``batch=1`` is what a single face run alone gets, bit for
+    bit (:class:`lmklib.landmarker.Landmarker` on one face)."""
+    preds = [predict_stage(model, 1, crops, batch=batch)]
     for k in range(2, stages + 1):
-        preds.append(predict_stage(model, k, crops, anchors=preds[-1]))
+        preds.append(predict_stage(model, k, crops, anchors=preds[-1], batch=batch))
     return [p[:, 0] for p in preds]
 
 
@@ -468,6 +472,40 @@ def stage_errors(model: CCNN, crops: FaceCrops, stages: int = 3) -> dict[str, An
     out["per_face"] = np.array(out["per_face"])
     out["mean"] = np.array(out["mean"])
     return out
+
+
+# --------------------------------------------------------------------------- the trained model
+def model_card(model: CCNN, train: FaceCrops, test_nme: float, test_name: str) -> dict[str, Any]:
+    """What :func:`lmklib.reports.save_model` stores beside the cascade's weights, so that
+    :class:`lmklib.landmarker.Landmarker` can rebuild it (:func:`load_predictor`) and crop a
+    new face as the training faces were cropped. ``test_nme``: the final-stage error (% of the
+    box width) on ``test_name``."""
+    from dataclasses import asdict
+
+    from ..data.detect import calibrate_crops
+
+    calibration = calibrate_crops(train)
+    return {"title": "CCNN cascade (3 stages, 23 nets)", "paper": "ccnn_duan2021",
+            "architecture": "CCNN", "args": asdict(model.config), "scheme": CUHK5.name,
+            "crop": asdict(train.policy),
+            "box_policy": "CUHK 5-point face boxes (x0, y0, x1, y1: the detector boxes of the "
+                          "CUHK lists); the crop adds the margin itself",
+            "detector": calibration.to_dict() if calibration else None,
+            "dataset": train.name,
+            "test": {"value": float(test_nme), "unit": "%", "norm": "bbox_width",
+                     "dataset": test_name}}
+
+
+def load_predictor(card: dict[str, Any], state: dict[str, torch.Tensor]):
+    """The cascade of a model card (see :func:`model_card`) as ``FaceCrops -> [N, 5, 2]`` image
+    pixels after stage 3: :func:`predict`, then :func:`to_pixels`, as :func:`stage_errors`."""
+    from ..train import load_model_state
+
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in card["args"].items()}
+    model = CCNN(CCNNConfig(**args))
+    load_model_state(model, state, card.get("weights", "weights"))
+    model.eval()
+    return lambda crops: to_pixels(crops, predict(model, crops)[-1])
 
 
 # --------------------------------------------------------------------------- other datasets
