@@ -9,6 +9,8 @@ pytestmark = pytest.mark.slow
 FIGURES = {"fig3_training_curves", "fig4_detections", "fig5_kernels", "fig6_feature_maps",
            "fig7_worst_cases"}
 TABLES = {"table2", "table3_4", "speed", "speed_layers", "cross_dataset", "data"}
+MODELS_SAVED = {"cnn_5pt", "acn_5pt", "acn1bit_5pt", "cpm_cnn_68pt", "cpm_xnor_68pt", "cpm_acn_68pt",
+                "cpm_acn1bit_68pt"}
 
 
 @pytest.fixture
@@ -17,6 +19,9 @@ def run(run_smoke_notebook):
         rep = run_smoke_notebook("03_acn", reports_root, data_root)
         assert FIGURES <= rep.figures
         assert TABLES <= rep.tables
+        # issue 13: the trained models are in the report, each with its card
+        assert set(rep.report["models"]) == MODELS_SAVED
+        assert {p.stem for p in (rep.folder / "models").glob("*.pt")} == MODELS_SAVED
         return rep.results
     return _run
 
@@ -52,6 +57,11 @@ def test_acn_notebook_on_real_data(run, tmp_path, real_data_root):
 def test_acn_notebook_without_real_data_uses_synthetic_faces(run, tmp_path):
     (tmp_path / "empty").mkdir()   # an empty data root: a missing one is an error
     r = run(tmp_path / "reports", tmp_path / "empty")
+    # models trained on synthetic faces are saved too, with no detector calibration (and say so)
+    from lmklib.landmarker import Landmarker
+
+    lm = Landmarker.load(tmp_path / "reports" / "03_acn", name="acn_5pt")
+    assert lm.calibration is None and "synthetic" in lm.card["dataset"].lower()
     check_common(r, "synthetic")
     assert "synthetic" in r["synthetic68_train_faces"]["dataset"]
     # issue 17: nothing computed on synthetic faces is labelled or keyed as a real dataset

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lmklib.paths import REPO_ROOT
 
-CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda-forge name where they differ
+CONDA_NAMES = {"torch": "pytorch", "opencv-python-headless": "opencv"}  # PyPI name -> conda-forge name where they differ
 
 
 def _name(req: str) -> str:

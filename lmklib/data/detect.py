@@ -127,8 +127,11 @@ def calibrate(images: Sequence[np.ndarray], boxes: np.ndarray,
 
 def calibrate_crops(crops, n: int = 300, seed: int = 0) -> DetectorCalibration | None:
     """:func:`calibrate` on a fixed random subset of ``n`` faces of a
-    :class:`~lmklib.data.faces.FaceCrops` (their source images, decoded as RGB, and their
-    boxes). None for faces without image files (synthetic, in memory)."""
+    :class:`~lmklib.data.faces.FaceCrops` (their source images, decoded as RGB) against the
+    boxes they were cropped with: their face boxes, or for crops of the whole image
+    (``policy.box == "image"``) the image frame ``(-0.5, -0.5, W - 0.5, H - 0.5)``, whose crop
+    with :class:`~lmklib.data.transforms.CropToBox` is that resize. None for faces without
+    image files (synthetic, in memory)."""
     from .faces import fixed_subset
     from .sample import load_image
 
@@ -136,7 +139,13 @@ def calibrate_crops(crops, n: int = 300, seed: int = 0) -> DetectorCalibration |
         return None
     pick = fixed_subset(len(crops), n, seed)
     images = [load_image(crops.paths[i], "RGB").permute(1, 2, 0).numpy() for i in pick]
-    return calibrate(images, crops.boxes[pick].numpy())
+    if crops.policy is not None and crops.policy.box == "image":
+        hw = crops.image_hw[pick].double().numpy()
+        boxes = np.stack([np.full(len(pick), -0.5), np.full(len(pick), -0.5),
+                          hw[:, 1] - 0.5, hw[:, 0] - 0.5], 1)
+    else:
+        boxes = crops.boxes[pick].numpy()
+    return calibrate(images, boxes)
 
 
 def adapt(detections: np.ndarray, calibration: DetectorCalibration) -> np.ndarray:

@@ -235,6 +235,10 @@ class LandmarkNet(nn.Module):
         super().__init__()
         if len(channels) not in (4, 8):
             raise ValueError(f"channels must list 4 or 8 numbers, got {list(channels)}")
+        # the arguments, to rebuild the network from a model card (LandmarkNet(**config))
+        self.config = dict(channels=tuple(channels), mode=mode, num_points=num_points,
+                           input_size=input_size, fc=fc, dropout=dropout, theta=theta,
+                           in_channels=in_channels)
         self.mode, self.num_points, self.input_size = mode, num_points, input_size
         per_stage = len(channels) // 4
         stages, cin, first = [], in_channels, True

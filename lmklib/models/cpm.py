@@ -43,6 +43,10 @@ class CPM(nn.Module):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        # the arguments, to rebuild the network from a model card (CPM(**config))
+        self.config = dict(num_points=num_points, mode=mode, vgg_widths=tuple(vgg_widths),
+                           stage_channels=stage_channels, stages=stages,
+                           stage_kernel=stage_kernel, in_channels=in_channels, theta=theta)
         self.mode, self.num_points = mode, num_points
         w1, w2, w3, w4 = vgg_widths
 

@@ -43,7 +43,7 @@ from ..data.faces import CropPolicy, FaceCrops, fixed_subset, load_face_crops
 from ..data.geometry import BoxGeometry
 from ..data.schemes import CUHK5, IBUG68
 from ..data.transforms import augment_batch
-from ..models.acn import KERNEL_STRUCTURES, acn_net, amplitude_loss, make_optimizer, mse_loss
+from ..models.acn import KERNEL_STRUCTURES, LandmarkNet, acn_net, amplitude_loss, make_optimizer, mse_loss
 from ..models.cpm import CPM, cpm_loss, decode_heatmaps
 from ..train import fit
 
@@ -398,6 +398,58 @@ def mean_shape_nme(train: FaceCrops, test: FaceCrops) -> np.ndarray:
     frame = lambda n, side: np.tile([0.0, 0.0, side, side], (n, 1))  # noqa: E731
     model = MeanShape().fit(train.points.numpy(), frame(len(train), train.size))
     return inter_ocular_nme(model.predict(frame(len(test), test.size)), test)
+
+
+# --------------------------------------------------------------------------- trained models
+def model_card(model: torch.nn.Module, train: FaceCrops, test_nme: float, test_name: str,
+               calibration=None, decode: str | None = None) -> dict[str, Any]:
+    """What :func:`lmklib.reports.save_model` stores beside a Table 2 network
+    (:class:`~lmklib.models.acn.LandmarkNet`, 5 points) or a 300-W CPM (68 points), so that
+    :class:`lmklib.landmarker.Landmarker` can rebuild it (:func:`load_predictor`).
+    ``test_nme``: % of the box width (Table 2) or of the inter-ocular distance (CPM);
+    ``calibration``: :func:`lmklib.data.detect.calibrate_crops` of ``train`` (or None);
+    ``decode``: the CPM's heatmap decoder."""
+    from dataclasses import asdict
+
+    if isinstance(model, CPM):
+        args = dict(model.config)
+        arch, title = "cpm", f"CPM-style heatmap network ({MODELS.get(args['mode'], 'full precision')})"
+        box = ("the face's 300-W frame: the square crop the 300-W images are (the face centred, "
+               "about 1.3x its 68 points); the crop resizes the box, no margin added")
+        norm = "inter_ocular"
+    else:
+        args = dict(model.config)
+        structure = "-".join(str(c) for c in args["channels"])
+        arch, title = "acn_net", f"Table 2 {structure} {MODELS[args['mode']]}"
+        box = ("CUHK 5-point face boxes (x0, y0, x1, y1: the detector boxes of the CUHK "
+               "lists); the crop is the box, made square, no margin")
+        norm = "bbox_width"
+    scheme = IBUG68.name if arch == "cpm" else CUHK5.name   # what the heads were trained on
+    # faces rendered at the crop size (synthetic) have no policy: the frame is the face's box
+    policy = train.policy or CropPolicy(train.size, "RGB" if train.images.shape[1] == 3 else "L",
+                                        box="image")
+    return {"title": title, "paper": "acn_chen2020", "architecture": arch, "args": args,
+            "decode": decode, "scheme": scheme, "crop": asdict(policy),
+            "box_policy": box, "detector": calibration.to_dict() if calibration else None,
+            "dataset": train.name,
+            "test": {"value": float(test_nme), "unit": "%", "norm": norm, "dataset": test_name}}
+
+
+def load_predictor(card: dict[str, Any], state: dict[str, torch.Tensor]):
+    """The network of a model card (see :func:`model_card`) as ``FaceCrops -> [N, K, 2]``
+    image pixels: :func:`predict_points` or :func:`predict_cpm` (with the card's decoder)."""
+    from ..train import load_model_state
+
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in card["args"].items()}
+    if card["architecture"] == "cpm":
+        model = CPM(**args)
+        load_model_state(model, state, card.get("weights", "weights"))
+        model.eval()
+        return lambda crops: crops.to_image(predict_cpm(model, crops, card["decode"]))
+    model = LandmarkNet(**args)
+    load_model_state(model, state, card.get("weights", "weights"))
+    model.eval()
+    return lambda crops: predict_points(model, crops)
 
 
 # --------------------------------------------------------------------------- the data root
