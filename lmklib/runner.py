@@ -364,8 +364,10 @@ def _execute(path: Path, tmp: Path, root: Path, droot: Path, profile: str, seed:
     import papermill as pm
 
     name = path.stem
-    env_backup = {k: os.environ.get(k) for k in ("LMK_REPORT_DIR", "LMK_DATA_ROOT", HEADLESS_ENV)}
+    env_backup = {k: os.environ.get(k) for k in ("LMK_REPORT_DIR", "LMK_DATA_ROOT",
+                                                  "LMK_REPORTS_ROOT", HEADLESS_ENV)}
     os.environ["LMK_REPORT_DIR"], os.environ["LMK_DATA_ROOT"] = str(tmp), str(droot)
+    os.environ["LMK_REPORTS_ROOT"] = str(root)   # the other reports (06_peers reads their models)
     os.environ[HEADLESS_ENV] = "1"   # no front end: notebooks skip live widgets (lmklib.widgets)
     started, t0 = _dt.datetime.now(_dt.timezone.utc), time.perf_counter()
     try:

@@ -71,7 +71,7 @@ def rerun(folder: Path, tmp_path: Path, cache: Path) -> tuple[int, str, Path]:
     (scratch / "figures").mkdir(parents=True)
     (scratch / "tables").mkdir()
     env = {**os.environ, "LMK_REPORT_DIR": str(scratch), "LMK_DATA_ROOT": manifest["data_root"],
-           HEADLESS_ENV: "1", "LMK_CACHE_DIR": str(cache)}
+           "LMK_REPORTS_ROOT": str(folder.parent), HEADLESS_ENV: "1", "LMK_CACHE_DIR": str(cache)}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--nbval",
          "--nbval-current-env", "--nbval-sanitize-with", str(SANITIZE),
