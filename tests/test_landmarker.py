@@ -39,9 +39,12 @@ def test_save_load_round_trip_gives_the_notebook_prediction_bit_for_bit(ccnn_rep
     lm = Landmarker.load(report)
     want = C.to_pixels(test, C.predict(model, test, batch=1)[-1])
     for i, path in enumerate(test.paths):
-        got = lm.predict(path, test.boxes[i:i + 1].numpy())
+        box = test.boxes[i].numpy()
+        got = lm.predict(path, box[None])
         assert got.shape == (1, 5, 2) and got.dtype == np.float64
         assert np.array_equal(got[0], want[i])
+        # untrained, each net answers its window's centre: inside the given box, in image pixels
+        assert ((got[0] > box[:2]) & (got[0] < box[2:])).all()
 
 
 def test_the_card_says_what_the_model_is(ccnn_report):

@@ -430,6 +430,8 @@ def model_card(model: torch.nn.Module, train: FaceCrops, test_nme: float, test_n
                                         box="image")
     return {"title": title, "paper": "acn_chen2020", "architecture": arch, "args": args,
             "decode": decode, "scheme": scheme, "crop": asdict(policy),
+            "preprocessing": "per-image zero mean, unit std (acn_chen2020.standardise)"
+                             + (f"; heatmaps decoded by {decode}" if decode else ""),
             "box_policy": box, "detector": calibration.to_dict() if calibration else None,
             "dataset": train.name,
             "test": {"value": float(test_nme), "unit": "%", "norm": norm, "dataset": test_name}}

@@ -488,6 +488,8 @@ def model_card(model: CCNN, train: FaceCrops, test_nme: float, test_name: str) -
     return {"title": "CCNN cascade (3 stages, 23 nets)", "paper": "ccnn_duan2021",
             "architecture": "CCNN", "args": asdict(model.config), "scheme": CUHK5.name,
             "crop": asdict(train.policy),
+            "preprocessing": "each net's window cut from the crop (bilinear) and standardised to "
+                             "zero mean, unit std (lmklib.models.ccnn.standardise)",
             "box_policy": "CUHK 5-point face boxes (x0, y0, x1, y1: the detector boxes of the "
                           "CUHK lists); the crop adds the margin itself",
             "detector": calibration.to_dict() if calibration else None,
