@@ -1,7 +1,9 @@
 """notebooks/05_kaggle_keypoints.ipynb (He & Yang, Kaggle facial keypoints) in the smoke profile:
 every figure and table is produced, the recorded values are sane and sourced, and the data the
 run used is named. Without real data it runs on synthetic faces; with 300-W it builds the
-Kaggle-format set and its submission reads back to the held-out RMSE."""
+Kaggle-format set and its submission reads back to the held-out RMSE. The CNN and the cascade are
+saved into the report with their cards, and Landmarker on the report gives the notebook's own
+test predictions (issue 13)."""
 
 import math
 
@@ -14,6 +16,7 @@ pytestmark = pytest.mark.slow
 FIGURES = {"data_samples", "learning_curves_models", "ablation_curves", "init_xavier_vs_he",
            "per_keypoint_rmse", "predictions"}
 TABLES = {"models", "ablations", "ablation_runs", "per_keypoint", "paper_values"}
+MODELS_SAVED = {"cnn", "cascade"}
 
 
 @pytest.fixture
@@ -22,6 +25,11 @@ def run(run_smoke_notebook):
         rep = run_smoke_notebook("05_kaggle_keypoints", reports_root, data_root)
         assert FIGURES <= rep.figures
         assert TABLES <= rep.tables
+        # issue 13: the two headline models are in the report, each with its card
+        assert set(rep.report["models"]) == MODELS_SAVED
+        for name in MODELS_SAVED:
+            assert (rep.folder / "models" / f"{name}.json").is_file()
+            assert (rep.folder / "models" / f"{name}.pt").is_file()
         return rep.folder, rep.results
     return _run
 
@@ -63,6 +71,18 @@ def test_kaggle_notebook_without_real_data_uses_synthetic_faces(run, tmp_path):
     check_common(r, "synthetic")
     assert "synthetic" in r["dataset_source"]["note"]
     assert not (folder / "submission.csv").exists()
+    # rendered faces have no image files: no detector calibration and no prediction table, and
+    # the saved CNN on a 96x96 frame gives the in-memory prediction of that frame's face
+    import numpy as np
+
+    from lmklib.landmarker import Landmarker
+
+    lm = Landmarker.load(folder, name="cnn")
+    assert lm.calibration is None and lm.card["data_source"] == "synthetic"
+    assert lm.card["test"]["value"] == r["rmse_cnn"]["value"]
+    assert not (folder / "tables" / "test_predictions.csv").exists()
+    points = lm.predict(np.full((96, 96), 128, np.uint8), [[-0.5, -0.5, 95.5, 95.5]])
+    assert points.shape == (1, 15, 2) and np.isfinite(points).all()
 
 
 @pytest.mark.realdata
@@ -77,3 +97,22 @@ def test_kaggle_notebook_on_300w_builds_a_kaggle_format_set(run, tmp_path, real_
     best = r["vs_paper_kaggle_best_public_rmse"]["value"]
     # the read-back submission scores the held-out faces; clipping to [0, 96] can only help
     assert 0 < r["submission_rmse"]["value"] <= best + 1e-6
+    # issue 13: each saved model, run by Landmarker on a held-out 300-W image with its box from
+    # the notebook's table, gives the notebook's own prediction of that face, bit for bit
+    import numpy as np
+    import pandas as pd
+
+    from lmklib.landmarker import Landmarker
+
+    cols = [f"{a}{k}" for k in range(15) for a in "xy"]
+    for name, table in (("cnn", "test_predictions"), ("cascade", "test_predictions_cascade")):
+        lm = Landmarker.load(folder, name=name)
+        assert lm.card["test"]["value"] == r[f"rmse_{name}"]["value"]
+        assert lm.card["crop"]["padding"] == "border" and lm.card["crop"]["prescale"] > 1
+        assert lm.calibration is not None and lm.calibration.faces_matched >= 10
+        rows = pd.read_csv(folder / "tables" / f"{table}.csv")
+        assert len(rows) == r["n_test"]["value"]
+        for _, row in rows.iterrows():
+            box = row[["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(float)
+            got = lm.predict(real_data_root / row["image"], [box])[0]
+            assert np.array_equal(got, row[cols].to_numpy(float).reshape(15, 2)), row["image"]

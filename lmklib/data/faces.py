@@ -26,6 +26,7 @@ from .geometry import BoxGeometry, apply_affine, box_affine, boxes_from_points, 
 
 BOX_SOURCES = ("data", "points", "points_if_missing", "image")
 RESAMPLERS = ("torch", "pil")
+PADDINGS = ("zeros", "border", "reflection")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,15 @@ class CropPolicy:
         square: make the box square (its longer side) before scaling.
         resample: ``"torch"`` (:func:`~lmklib.data.geometry.warp_affine`, antialiased) or
             ``"pil"`` (Pillow: integer pre-shrink, then bilinear, as the CCNN crops are made).
+        padding: what ``"torch"`` reads outside the image: ``"zeros"`` (black), ``"border"``
+            (the edge pixel repeated) or ``"reflection"``.
+        prescale: ``"torch"`` only: shrink the whole image by this fixed factor first (an
+            antialiased resize to ``round(H / prescale) x round(W / prescale)``), then crop,
+            antialiasing again only where more than 1.5x of shrink is left; None: each face's
+            own antialiasing. :func:`~lmklib.data.geometry.crop_batch` shrinks a whole batch
+            once, by its smallest face's factor (:func:`~lmklib.data.geometry.antialias_prescale`):
+            that factor here cuts each face alone as its batch did (for faces within 1.5x of
+            the smallest).
     """
 
     size: int
@@ -54,6 +64,8 @@ class CropPolicy:
     scale: float = 1.0
     square: bool = True
     resample: str = "torch"
+    padding: str = "zeros"
+    prescale: float | None = None
 
     def __post_init__(self):
         if self.mode not in ("L", "RGB"):
@@ -64,6 +76,13 @@ class CropPolicy:
             raise ValueError(f"box={self.box!r} needs a BoxGeometry (geometry=...)")
         if self.resample not in RESAMPLERS:
             raise ValueError(f"resample must be one of {RESAMPLERS}, got {self.resample!r}")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
+        if self.resample == "pil" and (self.padding != "zeros" or self.prescale is not None):
+            raise ValueError("resample='pil' pads with zeros and shrinks by its own rule: "
+                             "padding and prescale need resample='torch'")
+        if self.prescale is not None and not self.prescale > 1:
+            raise ValueError(f"prescale must be None or > 1 (a shrink), got {self.prescale!r}")
 
     def pre_transform(self):
         """The deterministic crop that the cache runs once per face."""
@@ -71,7 +90,8 @@ class CropPolicy:
 
         if self.box == "image":
             return Resize(self.size)
-        return CropToBox(self.size, scale=self.scale, square=self.square, backend=self.resample)
+        return CropToBox(self.size, scale=self.scale, square=self.square, backend=self.resample,
+                         padding=self.padding, prescale=self.prescale)
 
 
 @dataclass

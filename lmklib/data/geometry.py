@@ -98,8 +98,27 @@ def _theta(affine: np.ndarray, in_hw: tuple[int, int], out_hw: tuple[int, int]) 
     return th
 
 
+def antialias_prescale(affine) -> float | None:
+    """The factor by which :func:`warp_affine` (``antialias=True``) first shrinks the input of
+    a warp by ``affine`` (``[2, 3]`` or ``[N, 2, 3]``): the smallest shrink over the batch
+    (input pixels per output pixel, ``1 / sqrt|det|``) when it exceeds 1.5, else None (no
+    pre-resize). One factor per call keeps a batch one tensor, so a face's crop depends on the
+    faces warped with it; passing the factor as ``prescale`` gives any face alone the same."""
+    a = np.asarray(affine, dtype=np.float64).reshape(-1, 2, 3)
+    shrink = 1.0 / np.sqrt(np.abs(a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0]))
+    return float(shrink.min()) if shrink.min() > 1.5 else None
+
+
+def _pre_shrink(x: torch.Tensor, a: np.ndarray, in_hw: tuple[int, int], f: float):
+    """Resize ``x`` by ``1 / f`` (torchvision, antialiased) and re-aim ``a`` at the result."""
+    small = (max(1, round(in_hw[0] / f)), max(1, round(in_hw[1] / f)))
+    x = TF.resize(x, list(small), antialias=True)
+    return x, compose_affine(a, invert_affine(resize_affine(in_hw, small))), small
+
+
 def warp_affine(image: torch.Tensor, affine, out_size: Size, mode: str = "bilinear",
-                padding: str = "zeros", antialias: bool = True) -> torch.Tensor:
+                padding: str = "zeros", antialias: bool = True,
+                prescale: float | None = None) -> torch.Tensor:
     """Resample ``image`` ``[C, H, W]`` or ``[N, C, H, W]`` so that input point ``p`` lands on
     ``A p`` in an output of ``out_size`` ``(H', W')``.
 
@@ -107,7 +126,12 @@ def warp_affine(image: torch.Tensor, affine, out_size: Size, mode: str = "biline
         affine: ``[2, 3]`` (or ``[N, 2, 3]`` for a batch) input-pixel -> output-pixel map.
         mode / padding: ``grid_sample`` options (``"zeros"``, ``"border"``, ``"reflection"``).
         antialias: when the map shrinks the image by more than 1.5x, first resize the input with
-            torchvision's antialiased resize (exact half-pixel geometry), then warp.
+            torchvision's antialiased resize (exact half-pixel geometry), then warp; a batch is
+            resized once, by its smallest shrink (:func:`antialias_prescale`).
+        prescale: a fixed factor (> 1) to shrink the input by first, whatever the map (the
+            resize to ``round(H / prescale) x round(W / prescale)`` that ``antialias`` makes for
+            a batch whose smallest shrink is ``prescale``); ``antialias`` then applies to the
+            shrink that is left. None: ``antialias`` alone.
     Returns:
         the warped image, same dtype as the input (uint8 is rounded and clamped).
     """
@@ -116,14 +140,13 @@ def warp_affine(image: torch.Tensor, affine, out_size: Size, mode: str = "biline
     x = image if batched else image.unsqueeze(0)
     a = np.broadcast_to(np.asarray(affine, dtype=np.float64), (x.shape[0], 2, 3)).copy()
     in_hw = (x.shape[-2], x.shape[-1])
-    if antialias:
-        shrink = 1.0 / np.sqrt(np.abs(a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0]))
-        if shrink.min() > 1.5:  # one common pre-resize keeps the batch a single tensor
-            f = float(shrink.min())
-            small = (max(1, round(in_hw[0] / f)), max(1, round(in_hw[1] / f)))
-            x = TF.resize(x, list(small), antialias=True)
-            a = compose_affine(a, invert_affine(resize_affine(in_hw, small)))
-            in_hw = small
+    if prescale is not None:
+        if not prescale > 1:
+            raise ValueError(f"prescale must be > 1 (a shrink), got {prescale!r}")
+        x, a, in_hw = _pre_shrink(x, a, in_hw, float(prescale))
+    f = antialias_prescale(a) if antialias else None
+    if f is not None:
+        x, a, in_hw = _pre_shrink(x, a, in_hw, f)
     xf = x.float() if not x.is_floating_point() else x
     th = torch.as_tensor(_theta(a, in_hw, out_hw), dtype=xf.dtype, device=xf.device)
     # the grid affine_grid would build, from two broadcast axes (several times cheaper on CPU)
@@ -171,17 +194,20 @@ def box_affine(box, out_size: Size, scale: float = 1.0, square: bool = True,
 
 def crop_batch(images: torch.Tensor, boxes, out_size: Size, scale: float = 1.0,
                square: bool = True, shift=(0.0, 0.0), padding: str = "zeros",
-               antialias: bool = True) -> tuple[torch.Tensor, np.ndarray]:
+               antialias: bool = True, prescale: float | None = None
+               ) -> tuple[torch.Tensor, np.ndarray]:
     """Crop face boxes from a batch in one ``grid_sample`` call.
 
     Args:
         images: ``[N, C, H, W]`` uint8 or float.
         boxes: ``[N, 4]`` ``(x0, y0, x1, y1)`` pixels; geometry as in :func:`box_affine`.
+        antialias, prescale: as in :func:`warp_affine` (one pre-resize for the whole batch).
     Returns:
         ``(crops [N, C, H', W'], affines [N, 2, 3])``; map points with :func:`apply_affine`.
     """
     affines = box_affine(boxes, out_size, scale, square, shift)
-    return warp_affine(images, affines, out_size, padding=padding, antialias=antialias), affines
+    return warp_affine(images, affines, out_size, padding=padding, antialias=antialias,
+                       prescale=prescale), affines
 
 
 def pil_crop(image: torch.Tensor, box, out_size: Size, scale: float = 1.0,

@@ -26,9 +26,9 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from .geometry import (  # noqa: F401  (re-exported: the public geometry API lives here too)
-    Size, _hw, apply_affine, box_affine, compose_affine, crop_batch, crop_windows,
-    image_to_window, invert_affine, invert_points, pil_crop, resize_affine, rotation_affine,
-    warp_affine,
+    Size, _hw, antialias_prescale, apply_affine, box_affine, compose_affine, crop_batch,
+    crop_windows, image_to_window, invert_affine, invert_points, pil_crop, resize_affine,
+    rotation_affine, warp_affine,
     window_to_image,
 )
 from .schemes import Scheme
@@ -43,15 +43,16 @@ def _transform_box(box: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
 
 
 def apply_to_sample(sample: dict, affine, out_size: Size | None = None, padding: str = "zeros",
-                    antialias: bool = True) -> dict:
-    """Warp a sample's image, landmarks and box by one affine; compose ``meta["affine"]``."""
+                    antialias: bool = True, prescale: float | None = None) -> dict:
+    """Warp a sample's image, landmarks and box by one affine; compose ``meta["affine"]``
+    (``padding``, ``antialias``, ``prescale``: see :func:`warp_affine`)."""
     img = sample["image"]
     in_hw = (img.shape[-2], img.shape[-1])
     out_hw = in_hw if out_size is None else _hw(out_size)
     if out_hw == in_hw and np.array_equal(affine, np.eye(3)[:2]):
         return move_points(sample, affine, img)  # identity (a 0-degree rotation): no resampling
-    return move_points(sample, affine,
-                       warp_affine(img, affine, out_hw, padding=padding, antialias=antialias))
+    return move_points(sample, affine, warp_affine(img, affine, out_hw, padding=padding,
+                                                   antialias=antialias, prescale=prescale))
 
 
 def move_points(sample: dict, affine, image: torch.Tensor) -> dict:
@@ -104,19 +105,23 @@ def _centre(sample: dict, centre: str) -> tuple[float, float]:
 class CropToBox(RandomTransform):
     """Crop the face box (square, enlarged ``scale`` times, shifted by up to ``jitter`` box
     units uniformly in x and y) and resize it to ``output_size``; see :func:`box_affine`.
-    Deterministic when ``jitter == 0`` (the cacheable crop)."""
+    Deterministic when ``jitter == 0`` (the cacheable crop). ``padding``, ``antialias`` and
+    ``prescale`` (a fixed first shrink of the image) are :func:`warp_affine`'s."""
 
     def __init__(self, output_size: Size, scale: float = 1.0, jitter: float = 0.0,
                  square: bool = True, padding: str = "zeros", antialias: bool = True,
-                 seed: int | np.random.Generator | None = None, backend: str = "torch"):
+                 seed: int | np.random.Generator | None = None, backend: str = "torch",
+                 prescale: float | None = None):
         super().__init__(seed)
         if backend not in ("torch", "pil"):
             raise ValueError(f"backend must be 'torch' or 'pil', got {backend!r}")
         if backend == "pil" and padding != "zeros":
             raise ValueError("the 'pil' backend pads with zeros only")
+        if backend == "pil" and prescale is not None:
+            raise ValueError("the 'pil' backend chooses its own pre-shrink: prescale needs 'torch'")
         self.output_size, self.scale, self.jitter = _hw(output_size), scale, jitter
         self.square, self.padding, self.antialias = square, padding, antialias
-        self.backend = backend
+        self.backend, self.prescale = backend, prescale
 
     def __call__(self, sample: dict) -> dict:
         shift = self.rng.uniform(-self.jitter, self.jitter, 2) if self.jitter else (0.0, 0.0)
@@ -125,13 +130,15 @@ class CropToBox(RandomTransform):
         if self.backend == "pil":
             return move_points(sample, a, pil_crop(sample["image"], sample["box"].double().numpy(),
                                                   self.output_size, self.scale, self.square))
-        return apply_to_sample(sample, a, self.output_size, self.padding, self.antialias)
+        return apply_to_sample(sample, a, self.output_size, self.padding, self.antialias,
+                               self.prescale)
 
     def __repr__(self) -> str:
         return (f"CropToBox(output_size={self.output_size}, scale={self.scale}, "
                 f"jitter={self.jitter}, square={self.square}, padding={self.padding!r}"
                 + ("" if self.antialias else ", antialias=False")
-                + ("" if self.backend == "torch" else f", backend={self.backend!r}") + ")")
+                + ("" if self.backend == "torch" else f", backend={self.backend!r}")
+                + ("" if self.prescale is None else f", prescale={self.prescale!r}") + ")")
 
 
 class Resize:

@@ -165,4 +165,134 @@ def test_build_from_w300_writes_a_kaggle_format_set(tmp_path):
     data = kd.load_keypoint_data("300w", tmp_path, val_fraction=0.25)
     assert (len(data.train), len(data.val), len(data.test)) == (3, 1, 2)
     assert "NOT Kaggle" in data.description
-    assert all(p.startswith(str(data.folder / "heldout.csv")) for p in data.test.paths)
+    # the rows built from 300-W name their source image (issue 13: models cut faces as they were)
+    assert all(p.startswith(str(tmp_path / "300w_subset" / "helen" / "testset"))
+               for p in data.test.paths)
+
+
+# --------------------------------------------------------------------------- models out (#13)
+def test_a_fixed_prescale_cuts_each_face_as_its_batch_did():
+    """crop_batch pre-shrinks a whole batch once, by its smallest face's shrink, so a face's
+    crop depends on the faces cropped with it; that factor as ``prescale`` (CropPolicy, through
+    load_face_crops, one face at a time) gives every face its batch crop again, bit for bit
+    (boxes exact in float32, as every sample's box is; shrinks within 1.5x of the smallest, as
+    all of the 300-W build's are, so that no face is antialiased again)."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from lmklib.data.faces import CropPolicy, load_face_crops
+    from lmklib.data.geometry import antialias_prescale, box_affine, crop_batch
+    from lmklib.data.sample import LandmarkDataset, Record
+
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (3, 1, 200, 200), dtype=np.uint8))
+    boxes = np.array([[40.0, 30.0, 150.5, 141.0], [20.25, 10.0, 150.25, 140.0],
+                      [60.0, 50.0, 160.0, 150.0]])
+    batch, affines = crop_batch(images, boxes, 48, scale=1.2, padding="border")
+    f = antialias_prescale(affines)
+    assert f == pytest.approx(100 * 1.2 / 48)   # the smallest face sets the batch's shrink
+    alone = [crop_batch(images[i:i + 1], boxes[i:i + 1], 48, scale=1.2, padding="border")[0]
+             for i in range(3)]
+    assert not torch.equal(alone[1][0], batch[1])   # its own shrink: another crop
+    ds = LandmarkDataset([Record(Path(f"img{i}"), np.full((15, 2), np.nan), box=b,
+                                 image=images[i, 0].numpy()) for i, b in enumerate(boxes)])
+    policy = CropPolicy(48, "L", scale=1.2, padding="border", prescale=f)
+    crops = load_face_crops(ds, policy, cache=False)
+    assert torch.equal(crops.images, batch)
+    np.testing.assert_array_equal(crops.affines.numpy(), box_affine(boxes, 48, 1.2))
+    with pytest.raises(ValueError, match="prescale must be None or > 1"):
+        replace(policy, prescale=0.5)
+    with pytest.raises(ValueError, match="need resample='torch'"):
+        CropPolicy(48, "L", resample="pil", padding="border")
+
+
+@pytest.fixture
+def w300_models(tmp_path, monkeypatch):
+    """The CNN and the cascade trained one epoch on a Kaggle-format set built from fixture
+    300-W faces, saved with their cards into a report folder."""
+    from lmklib import reports
+    from lmklib.data.fixtures import write_300w_fixture
+
+    write_300w_fixture(tmp_path / "300w_subset", n_per_folder=3,
+                       folders=("afw", "helen/trainset", "helen/testset"))
+    data = kd.load_keypoint_data("300w", tmp_path, val_fraction=0.2)
+    kw = dict(batch_size=4, lr=1e-3, similarity=kx.SIMILARITY)
+    runs = {"cnn": kx.run_config(data, "cnn_tiny", epochs=1, **kw)}
+    runs["cascade"] = kx.run_cascade(data, runs["cnn"], "refiner_tiny", epochs=1, **kw)
+    report = tmp_path / "reports" / "05_kaggle_keypoints"
+    monkeypatch.setenv("LMK_REPORT_DIR", str(report))
+    reports.init("05_kaggle_keypoints", profile="smoke", seed=0)
+    for name, run in runs.items():
+        reports.save_model(name, run["net"].state_dict(), kx.model_card(run, data))
+    return report, data, runs
+
+
+def test_300w_rows_carry_their_image_box_and_crop(w300_models):
+    import json
+    from pathlib import Path
+
+    _, data, _ = w300_models
+    test = data.test
+    build = json.loads((data.folder / "build.json").read_text())
+    assert test.policy == kd.crop_policy(96, 1.15, build["prescale"]) == data.train.policy
+    assert all(Path(p).is_file() and "helen/testset" in p for p in test.paths)
+    # the rows' points are their image points moved by their affines
+    np.testing.assert_allclose(test.to_image(test.points), test.gt.numpy(), atol=1e-4)
+    # cut again from the images with their boxes: the rows, up to the float32 box
+    again = kd.recrop(test)
+    assert torch.equal(again.boxes, test.boxes) and again.paths == test.paths
+    assert (again.images.int() - test.images.int()).abs().max() <= 1
+    np.testing.assert_allclose(again.affines.numpy(), test.affines.numpy(), atol=1e-4)
+    assert kd.recrop(_tiny_data(n=8).train) is None          # CSV rows, no image files
+
+
+def test_saved_models_round_trip_through_landmarker_bit_for_bit(w300_models):
+    import json
+
+    from lmklib.landmarker import Landmarker
+
+    report, data, runs = w300_models
+    for name, run in runs.items():
+        card = json.loads((report / "models" / f"{name}.json").read_text())
+        assert card["paper"] == "kaggle_keypoints_he" and card["scheme"] == "kaggle15"
+        assert card["normalisation"] == {"image_scale": 256.0, "centre": 48.0, "half": 48.0}
+        assert card["test"]["unit"] == "px" and card["test"]["value"] == run["test_rmse"]
+        assert card["crop"]["padding"] == "border" and card["crop"]["scale"] == 1.15
+        assert card["detector"] is None                    # drawn fixture faces
+        lm = Landmarker.load(report, name=name)
+        faces = kd.recrop(data.test, card["crop"])
+        want = faces.to_image(kx.predict(run["net"], faces.images, run["norm"],
+                                         batch_size=1).numpy())
+        for i, path in enumerate(faces.paths):
+            got = lm.predict(path, faces.boxes[i:i + 1].numpy())
+            assert got.shape == (1, 15, 2) and np.array_equal(got[0], want[i])
+    cascade = json.loads((report / "models" / "cascade.json").read_text())
+    assert cascade["architecture"] == "CascadeCNN"
+    assert cascade["args"]["stage1"] == {"architecture": "cnn_tiny",
+                                         "args": {"activation": "relu", "dropout": 0.0}}
+    state = torch.load(report / "models" / "cascade.pt", weights_only=True)
+    assert state.keys() == runs["cascade"]["net"].state_dict().keys()
+    assert {k.split(".")[0] for k in state} == {"stage1", "refiner"}   # stage 1 travels with it
+
+
+def test_frame_models_take_the_whole_96x96_image(tmp_path, monkeypatch):
+    """Kaggle's and synthetic rows are their own frame: the card's box is the frame, and
+    Landmarker on the 96x96 image gives the in-memory prediction."""
+    from lmklib import reports
+    from lmklib.landmarker import Landmarker
+    from lmklib.models.kaggle import Normalisation
+
+    data = _tiny_data(n=8)
+    run = dict(model="cnn_tiny", activation="relu", dropout=0.0, norm=Normalisation.paper(),
+               net=kx.build("cnn_tiny", seed=1, dropout=0.0).eval(), test_rmse=1.0)
+    monkeypatch.setenv("LMK_REPORT_DIR", str(tmp_path / "report"))
+    reports.init("05_kaggle_keypoints", profile="smoke", seed=0)
+    card = kx.model_card(run, data)
+    assert card["crop"]["box"] == "image" and card["detector"] is None
+    assert "whole 96x96 frame" in card["box_policy"]
+    reports.save_model("cnn", run["net"].state_dict(), card)
+    lm = Landmarker.load(tmp_path / "report", name="cnn")
+    want = kx.predict(run["net"], data.test.images, run["norm"], batch_size=1).numpy()
+    for i in range(len(data.test)):
+        got = lm.predict(data.test.images[i, 0].numpy(), [[-0.5, -0.5, 95.5, 95.5]])
+        assert np.array_equal(got[0], want[i])

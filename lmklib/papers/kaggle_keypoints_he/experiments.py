@@ -7,7 +7,8 @@ of the 96x96 frame). Every network trains through :func:`lmklib.train.fit` (:fun
 stage. :func:`run_config` trains and tests one configuration, :func:`ablation_arms` lists the
 runs of the report's Sec. 3.1-3.4 claims, :func:`run_study` trains them (each distinct
 configuration once) and :func:`run_cascade` adds the second stage. Sizes come from the
-smoke/quick/paper :data:`PROFILES`.
+smoke/quick/paper :data:`PROFILES`. :func:`model_card` and :func:`load_predictor` take a trained
+CNN or cascade out of the report and back (:class:`lmklib.landmarker.Landmarker`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,21 @@ from ...data.transforms import augment_batch
 from ...metrics import rmse
 from ...models.kaggle import (MODELS, CascadeCNN, Normalisation, PatchRefiner, init_weights,
                              masked_mse)
+
+#: Where each data source's faces are cut from, for a model card (see :func:`model_card`).
+BOX_POLICIES = {
+    "300w": ("a square box around the face's 68 iBUG-300W landmarks: their tight box made square "
+             "on its longer side about its centre (x0, y0, x1, y1, image pixels, pixel centres "
+             "at integers); the crop adds 7.5 % a side (scale 1.15) itself. The training boxes "
+             "were this box jittered as a detector's would be (side x U(0.95, 1.05), centre "
+             "moved by U(-0.05, 0.05) x the crop side in x and y, seeded); the test_predictions "
+             "table gives each held-out face's exact box"),
+    "kaggle": ("the whole 96x96 frame of a Kaggle image, (-0.5, -0.5, 95.5, 95.5): the "
+               "competition's images are the face crops the model reads; on another image, a "
+               "square box that frames the face as Kaggle's images do"),
+    "synthetic": ("the whole 96x96 frame of a rendered face, (-0.5, -0.5, 95.5, 95.5): the "
+                  "renderer's images are the crops the model reads"),
+}
 
 # --------------------------------------------------------------------------- profiles
 #: Rotation/scale/shift augmentation of every training batch (:func:`lmklib.data.transforms.random_similarity`), on top
@@ -261,7 +277,89 @@ def run_cascade(data, stage1: dict, refiner_name: str, *, epochs: int, seed: int
                                   similarity=similarity, seed=seed, progress=progress)
     scores = keypoint_rmse(predict(cascade, data.test.images, stage1["norm"]), data.test.points)
     return dict(model=f"{stage1['model']}+{refiner_name}", epochs=epochs, seed=seed,
+                stage1={k: stage1[k] for k in ("model", "activation", "dropout")},
+                refiner=refiner_name,
                 net=cascade, norm=stage1["norm"], history=hist, test_rmse=scores["rmse"],
                 per_keypoint=scores["per_keypoint"], diverged=False,
                 val_rmse=float(hist["val_rmse"].iloc[-1]), sigma=stage1["val_rmse"],
                 seconds=time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------- models out
+def _spec(run: dict) -> dict:
+    """How to rebuild a :func:`run_config` or :func:`run_cascade` network: ``{"architecture":
+    <factory of lmklib.models.kaggle.MODELS, or "CascadeCNN">, "args": ...}``."""
+    if "refiner" in run:
+        return {"architecture": "CascadeCNN",
+                "args": {"stage1": _spec(run["stage1"]),
+                         "refiner": {"architecture": run["refiner"], "args": {}}}}
+    return {"architecture": run["model"],
+            "args": {"activation": run["activation"], "dropout": run["dropout"]}}
+
+
+def _rebuild(spec: dict, norm: Normalisation) -> nn.Module:
+    """The (untrained) network of :func:`_spec` ``spec``."""
+    if spec["architecture"] == "CascadeCNN":
+        return CascadeCNN(_rebuild(spec["args"]["stage1"], norm),
+                          _rebuild(spec["args"]["refiner"], norm), norm)
+    if spec["architecture"] not in MODELS:
+        raise ValueError(f"unknown architecture {spec['architecture']!r}; valid: "
+                         f"{sorted(MODELS)} and 'CascadeCNN'")
+    return MODELS[spec["architecture"]](**spec["args"])
+
+
+def model_card(run: dict, data) -> dict:
+    """What :func:`lmklib.reports.save_model` stores beside a trained CNN (a :func:`run_config`
+    result) or cascade (:func:`run_cascade`; its frozen first stage is inside its state dict), so
+    that :class:`lmklib.landmarker.Landmarker` can rebuild it (:func:`load_predictor`) and cut a
+    new face as the training faces were cut.
+
+    ``crop`` is the training faces' :class:`~lmklib.data.faces.CropPolicy` (for the 300-W build
+    :func:`~.data.crop_policy`; Kaggle's and synthetic rows are their own 96x96 frame);
+    ``normalisation`` the model's :class:`~lmklib.models.kaggle.Normalisation`, which
+    :func:`predict` applies; ``detector`` the calibration of OpenCV's face detector to the
+    training boxes (:func:`lmklib.data.detect.calibrate_crops`; None without image files);
+    ``test`` the held-out RMSE in pixels of the 96x96 crop. ``data``: the
+    :class:`~.data.KeypointData` it was trained on."""
+    from dataclasses import asdict
+
+    from ...data.detect import calibrate_crops
+    from ...data.faces import CropPolicy
+
+    train = data.train
+    policy = train.policy or CropPolicy(train.size, "L", box="image")
+    calibration = calibrate_crops(train)
+    spec = _spec(run)
+    if spec["architecture"] == "CascadeCNN":
+        title = f"Cascaded CNN ({run['model']}: CNN + per-point patch refiner)"
+    else:
+        title = f"CNN ({run['model']})"
+    return {"title": title, "paper": "kaggle_keypoints_he", **spec, "scheme": KAGGLE15.name,
+            "crop": asdict(policy), "normalisation": asdict(run["norm"]),
+            "box_policy": BOX_POLICIES[data.source],
+            "detector": calibration.to_dict() if calibration else None,
+            "dataset": train.name, "data_source": data.source,
+            "test": {"value": float(run["test_rmse"]), "unit": "px",
+                     "norm": "none (pixels of the 96x96 crop)", "dataset": data.test.name}}
+
+
+def load_predictor(card: dict, state: dict[str, torch.Tensor]):
+    """The network of a model card (see :func:`model_card`) as ``FaceCrops -> [N, 15, 2]``
+    image pixels: :func:`predict` with the card's normalisation, each face alone (so that a
+    face's points do not depend on the faces run with it), mapped back with
+    :meth:`~lmklib.data.faces.FaceCrops.to_image`."""
+    from ...train import load_model_state
+
+    norm = Normalisation(**card["normalisation"])
+    net = _rebuild({"architecture": card["architecture"], "args": card["args"]}, norm)
+    load_model_state(net, state, card.get("weights", "weights"))
+    net.eval()
+    size = card["crop"]["size"]
+
+    def predictor(crops):
+        if crops.size != size or crops.images.shape[1] != 1:
+            raise ValueError(f"{card.get('name', 'model')} reads 1 x {size} x {size} gray crops, "
+                             f"got {list(crops.images.shape[1:])}")
+        return crops.to_image(predict(net, crops.images, norm, batch_size=1).numpy())
+
+    return predictor
