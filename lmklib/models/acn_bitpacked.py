@@ -2,28 +2,27 @@
 
 The float emulation (:class:`lmklib.models.acn.LandmarkNet` in ``acn1bit`` / ``xnor`` mode)
 convolves +-1 activations with +-1 kernels in float32. Here the same binary convolutions run on
-packed bits: activations and kernels are packed 64 to a ``uint64`` word (bit = 1 for +1), and for
-an im2col row ``a`` and a filter ``w`` of n binary values
+packed bits, in the compiled kernel ``lmklib/models/_xnor.c`` (built by ``pip install``): the
+signs of a pixel's channels are packed 64 to a ``uint64`` word (bit = 1 for +1), the kernels'
+once per layer in the same layout, and for an output pixel
 
-    a . w = n - 2 * popcount(a XOR w)                          (no padding)
-    a . w = n_valid - 2 * popcount((a XOR w) AND valid)        (zero padding: valid-position mask)
+    dot = sum over the kernel taps inside the image of (C - 2 * popcount(a XOR w))
 
-which is an exact integer, as is the float conv of +-1 values (|sum| < 2**24). The layer output
-is then formed with the same float ops as the emulation (``A^ * dot + b``; XNOR:
-``dot * alpha * K + b``), so the two paths agree bit for bit. The first conv (it reads the
-real-valued image), pooling, BatchNorm and the FC head run the same torch ops in both paths.
-
-This is a vectorised numpy implementation (``np.bitwise_count`` on numpy >= 2, a byte lookup
-table otherwise), not a hand-written SIMD kernel: measure it, do not assume the 58x of XNOR-Net.
+which is an exact integer, as is the float conv of +-1 values (|sum| < 2**24); zero padding adds
+nothing in either. The layer output is then formed with the same float32 operations as the
+emulation (ACN: ``A^ * dot + b``, in the kernel; XNOR: ``dot * alpha * K + b`` in torch), so the
+two paths agree bit for bit. The first conv (it reads the real-valued image), pooling, BatchNorm
+and the FC head run the same torch ops in both paths. ``benchmarks/bench_acn_bitpacked.py``
+measures it against the float convolutions it replaces.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from . import _xnor
 from .acn import AConv2d, LandmarkNet, XNORConv2d, binarize
 
 _POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
@@ -49,35 +48,6 @@ def pack_bits(bits: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(packed).view(np.uint64)
 
 
-def xnor_popcount_matmul(a: np.ndarray, w: np.ndarray, n: int,
-                         valid: np.ndarray | None = None, chunk: int = 4096) -> np.ndarray:
-    """Binary dot products of packed rows: ``a`` ``[M, W]``, ``w`` ``[O, W]`` (uint64) ->
-    ``[M, O]`` int32 = sum of (+-1)(+-1) over the n positions (``valid`` ``[M, W]``: the
-    positions that are not padding; ``n`` is then ignored).
-
-    Loops over the (few) words and accumulates per-word popcounts in ``uint16``: 8x faster than
-    one ``[M, O, W]`` XOR followed by a sum over the last axis."""
-    m, o = a.shape[0], w.shape[0]
-    if w.shape[1] * 64 > np.iinfo(np.uint16).max:
-        raise ValueError(f"rows of {w.shape[1] * 64} bits overflow the uint16 accumulator")
-    wt = np.ascontiguousarray(w.T)                      # [W, O]
-    out = np.empty((m, o), dtype=np.int32)
-    for s in range(0, m, chunk):
-        rows = a[s:s + chunk]
-        diff = np.zeros((len(rows), o), dtype=np.uint16)
-        if valid is None:
-            for j in range(wt.shape[0]):
-                diff += popcount(rows[:, j, None] ^ wt[j][None])
-            out[s:s + chunk] = n - 2 * diff.astype(np.int32)
-        else:
-            v = valid[s:s + chunk]
-            for j in range(wt.shape[0]):
-                diff += popcount((rows[:, j, None] ^ wt[j][None]) & v[:, j, None])
-            nv = popcount(v).sum(-1, dtype=np.int32)[:, None]
-            out[s:s + chunk] = nv - 2 * diff.astype(np.int32)
-    return out
-
-
 def _same_padding(kernel: tuple[int, int]) -> tuple[int, int, int, int]:
     """PyTorch's 'same' padding for stride 1: (left, right, top, bottom); the extra pixel of an
     even kernel goes right/bottom."""
@@ -99,8 +69,10 @@ class PackedBinaryConv:
         self.kernel = conv.kernel_size
         w = conv.weight.detach()
         self.out_channels = w.shape[0]
-        self.n = w[0].numel()
-        self.w_packed = pack_bits(w.reshape(w.shape[0], -1).numpy() >= 0)
+        # [O, C, kh, kw] signs -> one bit string per filter, tap-major (tap (i, j) channel c at
+        # bit (i * kw + j) * C + c), as words [ceil(kh kw C / 64), O]: filters side by side
+        signs = w.permute(0, 2, 3, 1).reshape(w.shape[0], -1).numpy() >= 0
+        self.w_packed = np.ascontiguousarray(pack_bits(signs).T)
         if conv.padding == "same":
             self.pad = _same_padding(self.kernel)
         else:
@@ -109,44 +81,64 @@ class PackedBinaryConv:
         self.bias = None if conv.bias is None else conv.bias.detach().view(1, -1, 1, 1)
         if isinstance(conv, AConv2d):
             self.kind, self.scale = "acn", conv.amplitude.detach().mean()
+            # what the kernel applies itself: A^ as the float32 value it is, and b
+            self._scale = float(self.scale)
+            self._bias = None if conv.bias is None else conv.bias.detach().float().numpy().copy()
         elif isinstance(conv, XNORConv2d):
             self.kind = "xnor"
             self.scale = conv.weight.detach().abs().mean(dim=(1, 2, 3)).view(1, -1, 1, 1)
         else:
             raise TypeError(f"expected AConv2d or XNORConv2d, got {type(conv).__name__}")
 
+    def _kernel(self, x: torch.Tensor, scale: float | None = None,
+                bias: np.ndarray | None = None) -> torch.Tensor:
+        """The compiled binary conv of ``x`` ``[N, C, H, W]``: ``dot`` (or ``dot * scale +
+        bias``) as float32 ``[N, O, H_out, W_out]``."""
+        if x.dtype != torch.float32 or not x.is_contiguous() or x.requires_grad:
+            x = x.detach().float().contiguous()
+        n, c, h, w = x.shape
+        left, right, top, bottom = self.pad
+        kh, kw = self.kernel
+        ho, wo = h + top + bottom - kh + 1, w + left + right - kw + 1
+        out = torch.empty(n, self.out_channels, ho, wo)
+        _xnor.binary_conv(x.numpy(), self.w_packed, out.numpy(), n, c, h, w, self.out_channels,
+                          kh, kw, top, left, ho, wo, scale, bias)
+        return out
+
     def integer_conv(self, x: torch.Tensor) -> torch.Tensor:
         """``conv(sign(x), sign(W))`` as exact integers (returned as float32)
-        ``[N, O, H_out, W_out]``. im2col runs on booleans (a strided view, one byte per value)
-        and is packed 64 to a word; float ``unfold`` was the slow part."""
-        n = x.shape[0]
-        bits = (x >= 0).numpy()                                     # sign bit: +1 -> True
-        left, right, top, bottom = self.pad
-        valid = None
-        if any(self.pad):
-            widths = ((0, 0), (0, 0), (top, bottom), (left, right))
-            valid = np.pad(np.ones(bits.shape, bool), widths)
-            bits = np.pad(bits, widths)
-        kh, kw = self.kernel
-
-        def im2col(b: np.ndarray) -> np.ndarray:
-            win = np.lib.stride_tricks.sliding_window_view(b, (kh, kw), axis=(2, 3))
-            ho, wo = win.shape[2], win.shape[3]                    # [N, C, Ho, Wo, kh, kw]
-            return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, -1), ho, wo
-
-        cols, ho, wo = im2col(bits)
-        vcols = pack_bits(im2col(valid)[0]) if valid is not None else None
-        dot = xnor_popcount_matmul(pack_bits(cols), self.w_packed, self.n, vcols)
-        # same layout as conv2d's output: later reductions (XNOR's K = mean_c |x|) then sum
-        # in the same order as in the emulation
-        return torch.from_numpy(dot).view(n, ho, wo, -1).permute(0, 3, 1, 2).float().contiguous()
+        ``[N, O, H_out, W_out]``."""
+        return self._kernel(x)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        dot = self.integer_conv(x)
-        if self.kind == "acn":
-            out = dot * self.scale
-        else:
-            out = dot * self.scale * self.conv.input_scale(x)
+        if self.kind == "acn":   # A^ * dot + b, both float32 operations, in the kernel
+            return self._kernel(x, self._scale, self._bias)
+        out = self.integer_conv(x) * self.scale * self.conv.input_scale(x)
+        return out if self.bias is None else out + self.bias
+
+
+class FrozenConv:
+    """A binary-weight conv in float, its kernels computed once, not at every call: the same
+    float ops as its ``eval()`` forward, so the same numbers. The first layer (real-valued input)
+    of the packed network, and the float counterpart a packed layer is timed against."""
+
+    def __init__(self, conv: nn.Conv2d):
+        self.conv = conv
+        with torch.no_grad():
+            if isinstance(conv, AConv2d):
+                self.weight, self.scale = binarize(conv.weight), conv.amplitude.mean()
+                self.bias = None if conv.bias is None else conv.bias.view(1, -1, 1, 1)
+            else:
+                self.weight, self.scale, self.bias = conv.binary_kernels(), None, conv.bias
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self.conv, "binarize_input", False):
+            if isinstance(self.conv, XNORConv2d):
+                return self.conv(x)       # its K needs the real input: the module as it is
+            x = binarize(x)
+        if self.scale is None:            # XNOR: conv(x, alpha sign(W)) + b, as XNORConv2d
+            return self.conv._conv_forward(x, self.weight, self.bias)
+        out = self.conv._conv_forward(x, self.weight, None) * self.scale
         return out if self.bias is None else out + self.bias
 
 
@@ -163,8 +155,12 @@ class BitpackedLandmarkNet:
             for unit in stage:
                 if isinstance(unit, nn.Sequential):
                     for layer in unit:
-                        conv = getattr(layer, "binarize_input", False)
-                        self.ops.append(PackedBinaryConv(layer) if conv else layer)
+                        if getattr(layer, "binarize_input", False):
+                            self.ops.append(PackedBinaryConv(layer))
+                        elif isinstance(layer, (AConv2d, XNORConv2d)):
+                            self.ops.append(FrozenConv(layer))
+                        else:
+                            self.ops.append(layer)
                 else:
                     self.ops.append(unit)
         self.head = model.head
@@ -200,7 +196,8 @@ def benchmark(model: LandmarkNet, x: torch.Tensor, float_model: nn.Module | None
     full-precision network of the same shape on ``x``; per binary layer too.
 
     Returns ``{"emulation", "bitpacked", "float_cnn", "layers": [{"layer", "shape", "float_conv",
-    "packed_conv", "xnor_popcount_only"}], "equal": bool}``.
+    "packed_conv"}], "equal": bool}``; ``float_conv`` is the layer in float with its kernels'
+    signs computed once (:class:`FrozenConv`), its fastest float form.
     """
     model.eval()
     packed = BitpackedLandmarkNet(model)
@@ -214,14 +211,10 @@ def benchmark(model: LandmarkNet, x: torch.Tensor, float_model: nn.Module | None
     for op in packed.ops:
         if isinstance(op, PackedBinaryConv):
             conv = op.conv
-            cols = F.unfold(binarize(F.pad(h, op.pad)), op.kernel).transpose(1, 2)
-            a = pack_bits(cols.reshape(-1, cols.shape[-1]).numpy() > 0)
             layers.append({"layer": f"{conv.in_channels}->{conv.out_channels} k{op.kernel[0]}",
                            "input": list(h.shape),
-                           "float_conv": time_call(conv, h, repeats=repeats),
-                           "packed_conv": time_call(op, h, repeats=repeats),
-                           "xnor_popcount_only": time_call(xnor_popcount_matmul, a, op.w_packed,
-                                                           op.n, repeats=repeats)})
+                           "float_conv": time_call(FrozenConv(conv), h, repeats=repeats),
+                           "packed_conv": time_call(op, h, repeats=repeats)})
         h = op(h)
     out["layers"] = layers
     return out

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from lmklib.models.acn import AConv2d, XNORConv2d, acn_net, binarize
 from lmklib.models.acn_bitpacked import (BitpackedLandmarkNet, PackedBinaryConv, pack_bits,
-                                         popcount, xnor_popcount_matmul)
+                                         popcount)
 
 
 def test_pack_bits_and_popcount_known_values():
@@ -22,15 +22,37 @@ def test_pack_bits_and_popcount_known_values():
     assert popcount(p).sum(-1).tolist() == [4, 70]
 
 
-def test_xnor_popcount_is_the_pm1_dot_product():
-    rng = np.random.default_rng(0)
-    a, w = rng.choice([-1, 1], (50, 100)), rng.choice([-1, 1], (7, 100))
-    dot = xnor_popcount_matmul(pack_bits(a > 0), pack_bits(w > 0), 100)
-    np.testing.assert_array_equal(dot, a @ w.T)
-    # zero padding: positions with a = 0 do not count
-    a0 = a * (rng.random((50, 100)) > 0.3)
-    dot0 = xnor_popcount_matmul(pack_bits(a0 > 0), pack_bits(w > 0), 100, pack_bits(a0 != 0))
-    np.testing.assert_array_equal(dot0, a0 @ w.T)
+def test_kernel_is_the_pm1_dot_product_by_hand():
+    # one output pixel of a 1x2 kernel on 2 channels, the right tap in the zero padding:
+    # signs (+1, -1) against kernel (+1, +1) at the left tap -> 1 - 1 = 0; then 5 * 0 + 0.5
+    conv = AConv2d(2, 1, (1, 2), padding="same", binarize_input=True, bias=True).eval()
+    with torch.no_grad():
+        conv.weight.fill_(0.3)
+        conv.amplitude.fill_(5.0)
+        conv.bias.fill_(0.5)
+    packed = PackedBinaryConv(conv)
+    x = torch.tensor([[[[2.0]], [[-1.0]]]])          # [1, 2, 1, 1]
+    assert packed.integer_conv(x).flatten().tolist() == [0.0]
+    assert packed(x).flatten().tolist() == [0.5]
+    x = torch.tensor([[[[0.0]], [[3.0]]]])           # sign(0) = +1: both +1 -> 2
+    assert packed(x).flatten().tolist() == [10.5]
+
+
+# odd sizes: channel counts below, at and above a 64-bit word, even and odd kernels, every padding
+@pytest.mark.parametrize("cin,cout,kernel,padding,hw", [
+    (1, 3, 3, 0, (5, 7)), (63, 5, 3, 1, (6, 5)), (64, 7, 2, "same", (4, 9)),
+    (65, 4, 3, "same", (7, 3)), (130, 9, 4, 2, (5, 6)), (20, 40, 3, 0, (18, 18))])
+@pytest.mark.parametrize("cls", [AConv2d, XNORConv2d])
+def test_packed_conv_is_bit_exact_on_odd_layers(cls, cin, cout, kernel, padding, hw):
+    torch.manual_seed(cin * 7 + cout)
+    conv = cls(cin, cout, kernel, padding=padding, binarize_input=True).eval()
+    x = torch.randn(2, cin, *hw)
+    x[0, 0, 0, 0] = 0.0                              # sign(0) = +1 in both paths
+    packed = PackedBinaryConv(conv)
+    ints = F.conv2d(binarize(x), binarize(conv.weight), None, padding=padding)
+    assert torch.equal(packed.integer_conv(x), ints)
+    with torch.no_grad():
+        assert torch.equal(packed(x), conv(x))
 
 
 @pytest.mark.parametrize("cls,padding,kernel", [(AConv2d, 0, 3), (AConv2d, "same", 2),
