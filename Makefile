@@ -27,7 +27,9 @@ peers: env
 reproduce: env
 	$(VENV)/bin/lmk reproduce $(NOTEBOOKS) --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
 
+# the ONNX extra first, so that tests/test_export.py runs (it skips without onnxruntime)
 test: env
+	$(PY) -m pip install --quiet -e ".[onnx]"
 	$(PY) -m pytest -q -ra
 
 clean-reports:

@@ -46,7 +46,7 @@ def test_the_tree_has_the_layers():
         assert (PACKAGE_DIR / sub / "__init__.py").is_file(), sub
     top = {p.stem for p in PACKAGE_DIR.glob("*.py")}
     assert top == {"__init__", "metrics", "profile", "train", "reports", "runner", "cli", "paths",
-                   "plots", "landmarker"}, f"paper code at the top level: {sorted(top)}"
+                   "plots", "landmarker", "export"}, f"paper code at the top level: {sorted(top)}"
 
 
 @pytest.mark.parametrize("path", [p for p in SOURCES if "papers" not in p.parts],

@@ -22,7 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _xnor
+try:
+    from . import _xnor
+except ImportError as e:   # the C source is in the tree, the built module is not
+    raise ImportError("lmklib's compiled XNOR/popcount kernel (lmklib/models/_xnor.c) is not "
+                      "built: reinstall with `pip install -e .` (needs a C compiler and the "
+                      f"Python headers) ({e})") from e
 from .acn import AConv2d, LandmarkNet, XNORConv2d, binarize
 
 _POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)

@@ -292,13 +292,14 @@ def average_points(preds: torch.Tensor, point_ids: list[tuple[int, ...]], k: int
     Returns:
         ``[B, k, 2]``.
     """
-    total = preds.new_zeros(preds.shape[0], k, 2)
-    count = preds.new_zeros(k)
+    terms: list[list[torch.Tensor]] = [[] for _ in range(k)]
     for g, ids in enumerate(point_ids):
-        idx = torch.tensor(ids)
-        total[:, idx] += preds[:, g, :2 * len(ids)].reshape(-1, len(ids), 2)
-        count[idx] += 1
-    return total / count[None, :, None]
+        for j, i in enumerate(ids):
+            terms[i].append(preds[:, g, 2 * j:2 * j + 2])
+    # Summed from 0 in net order (the order of an in-place accumulation, bit for bit), but out
+    # of place: indexed in-place adds do not trace with a dynamic batch (lmklib.export).
+    nan = torch.full_like(preds[:, 0, :2], float("nan"))             # a point no net predicts
+    return torch.stack([sum(t) / len(t) if t else nan for t in terms], 1)
 
 
 # --------------------------------------------------------------------------- the cascade
