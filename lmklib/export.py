@@ -151,10 +151,10 @@ def to_onnx(model: nn.Module, path: str | Path, example: Sequence[torch.Tensor] 
     return path
 
 
-def run_onnx(path: str | Path, *inputs: torch.Tensor | np.ndarray, threads: int = 1,
-             optimize: bool = True) -> list[np.ndarray]:
-    """The outputs of the graph at ``path`` run by onnxruntime (CPU, ``threads`` threads) on
-    the positional ``inputs``, in the graph's output order.
+def onnx_session(path: str | Path, threads: int = 1, optimize: bool = True):
+    """An onnxruntime session (CPU, ``threads`` threads) for the graph at ``path``, as a
+    function ``(*inputs) -> [outputs]`` taking the graph's inputs positionally: load once, call
+    many times (what a deployment, or a timing, does).
 
     ``optimize=False`` turns off onnxruntime's graph rewrites. Its defaults fold the scale of a
     binary convolution into the +-1 kernel (Conv-Mul fusion), so the sums are of +-scale, not
@@ -167,7 +167,18 @@ def run_onnx(path: str | Path, *inputs: torch.Tensor | np.ndarray, threads: int 
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    return session.run(None, {n: np.asarray(x) for n, x in zip(names, inputs)})
+
+    def run(*inputs: torch.Tensor | np.ndarray) -> list[np.ndarray]:
+        return session.run(None, {n: np.asarray(x) for n, x in zip(names, inputs)})
+
+    return run
+
+
+def run_onnx(path: str | Path, *inputs: torch.Tensor | np.ndarray, threads: int = 1,
+             optimize: bool = True) -> list[np.ndarray]:
+    """The outputs of the graph at ``path`` run by onnxruntime on the positional ``inputs``, in
+    the graph's output order (a new :func:`onnx_session` for this one call)."""
+    return onnx_session(path, threads, optimize)(*inputs)
 
 
 def max_difference(model: nn.Module, path: str | Path, *inputs: torch.Tensor) -> float:

@@ -1,0 +1,111 @@
+"""Benchmark: batch-1 latency of the reproduced models on one CPU thread against their arithmetic,
+throughput at batch 256, and onnxruntime beside torch.
+
+    python benchmarks/bench_inference.py [--runs 200]
+
+Models (untrained: speed does not depend on the weights): the Kaggle report's MLP, CNN
+(``cnn_small``, the quick profile's) and cascade (``cnn_small`` + ``refiner``), the ACN
+notebook's 5-point CNN and its 64 px CPM, and the CCNN cascade (``benchmarks/bench_ccnn.py``
+has its own targets). Arithmetic: ``lmklib.profile.flops`` at the throughput of a plain conv on
+this core measured in this run (``bench_ccnn.conv_gflops``). ONNX columns need the extra
+``.[onnx]`` (skipped without it). Exit status 1 when a Kaggle model's batch-1 latency is more
+than 3x its arithmetic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_ccnn import conv_gflops  # noqa: E402
+
+from lmklib.models import kaggle as K  # noqa: E402
+from lmklib.models.acn import acn_net  # noqa: E402
+from lmklib.models.ccnn import ccnn, canonical_frame  # noqa: E402
+from lmklib.models.cpm import CPM  # noqa: E402
+from lmklib.profile import flops, latency  # noqa: E402
+
+TARGET_BOUND = 3.0
+
+
+def models() -> dict[str, tuple[torch.nn.Module, tuple[torch.Tensor, ...], bool]]:
+    """name -> (model, batch-1 example inputs, has a target)."""
+    torch.manual_seed(0)
+    norm = K.Normalisation.paper(K.IMAGE_SIZE)
+    img96 = torch.rand(1, 1, K.IMAGE_SIZE, K.IMAGE_SIZE)
+    crop = torch.randint(0, 256, (1, 3, 80, 80), dtype=torch.uint8)
+    return {
+        "Kaggle MLP": (K.mlp().eval(), (img96,), True),
+        "Kaggle CNN (cnn_small)": (K.cnn_small().eval(), (img96,), True),
+        "Kaggle cascade (cnn_small + refiner)":
+            (K.CascadeCNN(K.cnn_small(), K.refiner(), norm).eval(), (img96,), True),
+        "ACN 5-point CNN (20-40-60-80)": (acn_net("20-40-60-80", "cnn").eval(),
+                                          (torch.randn(1, 1, 39, 39),), False),
+        "ACN 300-W CPM (64 px, quick widths)": (CPM(68, "cnn", (16, 16, 32, 32), 32, 3, 7).eval(),
+                                                (torch.randn(1, 3, 64, 64),), False),
+        "CCNN cascade (80 px crop)": (ccnn().eval(), (crop, canonical_frame(80, 0.25)[None]),
+                                      False),
+    }
+
+
+def timed(fn, runs: int) -> float:
+    """Median ms of ``fn()``."""
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * sorted(times)[len(times) // 2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=200)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    gflops = conv_gflops()
+    try:
+        from lmklib.export import onnx_session, to_onnx
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        to_onnx = None
+    print(f"plain conv on this core: {gflops:.1f} GFLOP/s (1 thread)\n")
+    print(f"{'model':38s} {'MFLOP':>7s} {'bound ms':>9s} {'torch ms':>9s} {'x bound':>8s} "
+          f"{'onnx ms':>8s} {'faces/s @256':>13s}")
+    missed, tmp = [], Path(tempfile.mkdtemp(prefix="lmk_bench_"))
+    for name, (model, inputs, target) in models().items():
+        work = flops(model, *inputs)
+        bound = work / (gflops * 1e9) * 1e3
+        with torch.inference_mode():
+            ms = timed(lambda: model(*inputs), args.runs)
+            big = tuple(x.expand(256, *x.shape[1:]).contiguous() for x in inputs)
+            model(*big)                                   # the first call builds the kernels
+            t0 = time.perf_counter()
+            model(*big)
+            fps = 256 / (time.perf_counter() - t0)
+        onnx_ms = float("nan")
+        if to_onnx is not None:
+            run = onnx_session(to_onnx(model, tmp / f"{len(list(tmp.iterdir()))}.onnx"), threads=1)
+            onnx_ms = timed(lambda: run(*inputs), args.runs)
+        ratio = ms / bound
+        if target and ratio > TARGET_BOUND:
+            missed.append(name)
+        print(f"{name:38s} {work / 1e6:7.2f} {bound:9.3f} {ms:9.3f} {ratio:7.2f}x {onnx_ms:8.3f} "
+              f"{fps:13,.0f}")
+    print(f"\nratios measured in this run: torch batch-1 latency / arithmetic bound, target <= "
+          f"{TARGET_BOUND:g}x for the Kaggle models" + ("" if to_onnx else
+                                                       "; ONNX skipped (pip install -e .[onnx])"))
+    print("targets met" if not missed else f"TARGET MISSED: {', '.join(missed)}")
+    return 0 if not missed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
