@@ -20,24 +20,11 @@ import numpy as np
 import torch
 
 from lmklib.models.ccnn import ccnn, image_frames, time_cascade
-from lmklib.profile import flops
+from lmklib.profile import conv_gflops, flops
 from lmklib.reports import paper_value
 
 TARGET_MS = 2.5
 TARGET_BOUND = 3.0
-
-
-def conv_gflops(repeats: int = 30) -> float:
-    """FLOP/s of a plain 3x3 conv (20 -> 40 channels, 18x18, batch 64) on one thread, in G."""
-    conv = torch.nn.Conv2d(20, 40, 3).eval()
-    x = torch.randn(64, 20, 18, 18)
-    with torch.inference_mode():
-        conv(x)
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            conv(x)
-        dt = (time.perf_counter() - t0) / repeats
-    return 64 * 2 * 16 * 16 * 40 * 20 * 9 / dt / 1e9
 
 
 def throughput(model, batch: int = 256, repeats: int = 5) -> float:

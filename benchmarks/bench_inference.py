@@ -7,7 +7,7 @@ Models (untrained: speed does not depend on the weights): the Kaggle report's ML
 (``cnn_small``, the quick profile's) and cascade (``cnn_small`` + ``refiner``), the ACN
 notebook's 5-point CNN and its 64 px CPM, and the CCNN cascade (``benchmarks/bench_ccnn.py``
 has its own targets). Arithmetic: ``lmklib.profile.flops`` at the throughput of a plain conv on
-this core measured in this run (``bench_ccnn.conv_gflops``). ONNX columns need the extra
+this core measured in this run (``lmklib.profile.conv_gflops``). ONNX columns need the extra
 ``.[onnx]`` (skipped without it). Exit status 1 when a Kaggle model's batch-1 latency is more
 than 3x its arithmetic.
 """
@@ -22,14 +22,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_ccnn import conv_gflops  # noqa: E402
-
-from lmklib.models import kaggle as K  # noqa: E402
-from lmklib.models.acn import acn_net  # noqa: E402
-from lmklib.models.ccnn import ccnn, canonical_frame  # noqa: E402
-from lmklib.models.cpm import CPM  # noqa: E402
-from lmklib.profile import flops, latency  # noqa: E402
+from lmklib.models import kaggle as K
+from lmklib.models.acn import acn_net
+from lmklib.models.ccnn import ccnn, canonical_frame
+from lmklib.models.cpm import CPM
+from lmklib.profile import conv_gflops, flops
 
 TARGET_BOUND = 3.0
 

@@ -147,7 +147,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .landmarker import Landmarker
+    from .landmarker import Landmarker, to_array
     from .reports import atomic_write_bytes, atomic_write_text
 
     lm = Landmarker.load(args.model, name=args.name, reports_root=args.reports)
@@ -160,8 +160,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print(f"{lm}", file=sys.stderr)
     bar = tqdm(args.images, unit="image", disable=args.no_progress or len(args.images) < 2)
     for image in bar:
-        boxes = [args.box] if args.box else lm.find_faces(image)
-        points = lm.predict(image, boxes)
+        pixels, _ = to_array(image, lm.policy.mode)   # decoded once, as predict decodes a path
+        boxes = [args.box] if args.box else lm.find_faces(pixels, name=image)
+        points = lm.predict(pixels, boxes)
         rows = pd.DataFrame({"face": range(len(points))})
         for j, c in enumerate(("x0", "y0", "x1", "y1")):
             rows[c] = [b[j] for b in boxes]
@@ -169,7 +170,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             rows[f"{name}_x"], rows[f"{name}_y"] = points[:, k, 0], points[:, k, 1]
         stem = Path(image).stem
         atomic_write_text(out / f"{stem}.csv", rows.to_csv(index=False))
-        atomic_write_bytes(out / f"{stem}.png", _annotated_png(image, boxes, points))
+        atomic_write_bytes(out / f"{stem}.png", _annotated_png(pixels, boxes, points))
         if len(args.images) == 1:
             print(rows.to_string(index=False))
     print(f"{len(args.images)} image(s): points and drawings in {out.resolve()}/", file=sys.stderr)

@@ -89,8 +89,8 @@ def find_card(model: str | os.PathLike, reports_root: str | os.PathLike | None =
 
 
 def read_card(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
-    """A model card and its weights (checked against the card's SHA-256, loaded with
-    ``weights_only=True``)."""
+    """A model card (its ``args`` lists back as tuples) and its weights (checked against the
+    card's SHA-256, loaded with ``weights_only=True``)."""
     path = Path(path)
     try:
         card = json.loads(path.read_text(encoding="utf-8"))
@@ -98,6 +98,8 @@ def read_card(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
         raise ValueError(f"{path}: not a readable model card ({e})") from None
     if not isinstance(card, dict) or card.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path}: not an lmklib model card (expected format {MODEL_FORMAT!r})")
+    # JSON has no tuples: the architecture's tuple arguments come back as lists
+    card["args"] = {k: tuple(v) if isinstance(v, list) else v for k, v in card["args"].items()}
     weights = path.parent / card["weights"]
     if not weights.is_file():
         raise FileNotFoundError(f"{path}: its weights {weights} are missing")
@@ -179,9 +181,11 @@ class Landmarker:
                 f"{self.card['architecture']}, {self.scheme.name} {self.num_points} points, "
                 f"{self.policy.size} px {self.policy.mode}{score})")
 
-    def find_faces(self, image: ImageLike) -> np.ndarray:
-        """The model's boxes ``[F, 4]`` for the faces the detector finds (largest first)."""
+    def find_faces(self, image: ImageLike, name: str | None = None) -> np.ndarray:
+        """The model's boxes ``[F, 4]`` for the faces the detector finds (largest first);
+        ``name`` names the image in the error when none is found (default: its path)."""
         arr, label = to_array(image, "RGB")
+        label = name or label
         if self.calibration is None:
             raise ValueError(f"model {self.card['name']!r} of {self.card['notebook']} has no "
                              "detector calibration (its training faces were not detectable, e.g. "

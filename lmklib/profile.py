@@ -71,6 +71,21 @@ def flops(model: nn.Module, *inputs: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
+def conv_gflops(repeats: int = 30) -> float:
+    """Measured GFLOP/s of a plain convolution on this CPU with the current thread setting: a
+    3x3 conv, 20 -> 40 channels, 18x18, batch 64 (a CCNN/ACN-sized layer at its best case). The
+    rate against which the benchmarks turn a model's :func:`flops` into an arithmetic bound."""
+    conv = nn.Conv2d(20, 40, 3).eval()
+    x = torch.randn(64, 20, 18, 18)
+    with torch.inference_mode():
+        conv(x)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            conv(x)
+        dt = (time.perf_counter() - t0) / repeats
+    return 64 * 2 * 16 * 16 * 40 * 20 * 9 / dt / 1e9
+
+
 @dataclass
 class Latency:
     """Per-call wall-clock latency in milliseconds over ``runs`` timed calls."""

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .geometry import BoxGeometry, boxes_from_points, fit_box_geometry
+from .geometry import BoxGeometry, boxes_from_points, fit_box_geometry, frame_boxes
 
 DETECTOR = "OpenCV Haar cascade haarcascade_frontalface_default.xml"
 #: A detection counts as the same face as a training box when their IoU is at least this.
@@ -129,8 +129,7 @@ def calibrate_crops(crops, n: int = 300, seed: int = 0) -> DetectorCalibration |
     """:func:`calibrate` on a fixed random subset of ``n`` faces of a
     :class:`~lmklib.data.faces.FaceCrops` (their source images, decoded as RGB) against the
     boxes they were cropped with: their face boxes, or for crops of the whole image
-    (``policy.box == "image"``) the image frame ``(-0.5, -0.5, W - 0.5, H - 0.5)``, whose crop
-    with :class:`~lmklib.data.transforms.CropToBox` is that resize. None for faces without
+    (``policy.box == "image"``) the image frame (:func:`~lmklib.data.geometry.frame_boxes`). None for faces without
     image files (synthetic, in memory)."""
     from .faces import fixed_subset
     from .sample import load_image
@@ -140,9 +139,7 @@ def calibrate_crops(crops, n: int = 300, seed: int = 0) -> DetectorCalibration |
     pick = fixed_subset(len(crops), n, seed)
     images = [load_image(crops.paths[i], "RGB").permute(1, 2, 0).numpy() for i in pick]
     if crops.policy is not None and crops.policy.box == "image":
-        hw = crops.image_hw[pick].double().numpy()
-        boxes = np.stack([np.full(len(pick), -0.5), np.full(len(pick), -0.5),
-                          hw[:, 1] - 0.5, hw[:, 0] - 0.5], 1)
+        boxes = frame_boxes(crops.image_hw[pick].numpy())
     else:
         boxes = crops.boxes[pick].numpy()
     return calibrate(images, boxes)

@@ -192,6 +192,16 @@ def box_affine(box, out_size: Size, scale: float = 1.0, square: bool = True,
     return a
 
 
+def frame_boxes(image_hw) -> np.ndarray:
+    """The whole-image boxes ``[N, 4]`` ``(-0.5, -0.5, W - 0.5, H - 0.5)`` of images of sizes
+    ``image_hw [N, 2]`` (height, width): their outer pixel edges, so that cropping this box
+    (:func:`box_affine`, scale 1) is the resize of the whole image (:func:`resize_affine`). The
+    box of models that read a whole frame (300-W crops, Kaggle's 96x96 images)."""
+    hw = np.asarray(image_hw, dtype=np.float64).reshape(-1, 2)
+    return np.stack([np.full(len(hw), -0.5), np.full(len(hw), -0.5), hw[:, 1] - 0.5,
+                     hw[:, 0] - 0.5], 1)
+
+
 def crop_batch(images: torch.Tensor, boxes, out_size: Size, scale: float = 1.0,
                square: bool = True, shift=(0.0, 0.0), padding: str = "zeros",
                antialias: bool = True, prescale: float | None = None

@@ -411,20 +411,18 @@ def model_card(model: torch.nn.Module, train: FaceCrops, test_nme: float, test_n
     ``decode``: the CPM's heatmap decoder."""
     from dataclasses import asdict
 
-    if isinstance(model, CPM):
-        args = dict(model.config)
-        arch, title = "cpm", f"CPM-style heatmap network ({MODELS.get(args['mode'], 'full precision')})"
+    args = dict(model.config)
+    if isinstance(model, CPM):   # scheme: what the heads were trained on
+        arch, scheme, norm = "cpm", IBUG68.name, "inter_ocular"
+        title = f"CPM-style heatmap network ({MODELS[args['mode']]})"
         box = ("the face's 300-W frame: the square crop the 300-W images are (the face centred, "
                "about 1.3x its 68 points); the crop resizes the box, no margin added")
-        norm = "inter_ocular"
     else:
-        args = dict(model.config)
+        arch, scheme, norm = "acn_net", CUHK5.name, "bbox_width"
         structure = "-".join(str(c) for c in args["channels"])
-        arch, title = "acn_net", f"Table 2 {structure} {MODELS[args['mode']]}"
+        title = f"Table 2 {structure} {MODELS[args['mode']]}"
         box = ("CUHK 5-point face boxes (x0, y0, x1, y1: the detector boxes of the CUHK "
                "lists); the crop is the box, made square, no margin")
-        norm = "bbox_width"
-    scheme = IBUG68.name if arch == "cpm" else CUHK5.name   # what the heads were trained on
     # faces rendered at the crop size (synthetic) have no policy: the frame is the face's box
     policy = train.policy or CropPolicy(train.size, "RGB" if train.images.shape[1] == 3 else "L",
                                         box="image")
@@ -442,7 +440,7 @@ def load_predictor(card: dict[str, Any], state: dict[str, torch.Tensor]):
     image pixels: :func:`predict_points` or :func:`predict_cpm` (with the card's decoder)."""
     from ..train import load_model_state
 
-    args = {k: tuple(v) if isinstance(v, list) else v for k, v in card["args"].items()}
+    args = card["args"]
     if card["architecture"] == "cpm":
         model = CPM(**args)
         load_model_state(model, state, card.get("weights", "weights"))

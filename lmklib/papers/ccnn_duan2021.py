@@ -503,8 +503,7 @@ def load_predictor(card: dict[str, Any], state: dict[str, torch.Tensor]):
     pixels after stage 3: :func:`predict`, then :func:`to_pixels`, as :func:`stage_errors`."""
     from ..train import load_model_state
 
-    args = {k: tuple(v) if isinstance(v, list) else v for k, v in card["args"].items()}
-    model = CCNN(CCNNConfig(**args))
+    model = CCNN(CCNNConfig(**card["args"]))
     load_model_state(model, state, card.get("weights", "weights"))
     model.eval()
     return lambda crops: to_pixels(crops, predict(model, crops)[-1])

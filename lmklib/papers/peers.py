@@ -360,16 +360,18 @@ class TestSet:
 def test_sets(root: str | os.PathLike, n: int | None = None, seed: int = 0) -> dict[str, TestSet]:
     """The real test sets under the data root: CUHK 5-point clean test (2,027 faces) and the
     300-W common subset (554 faces), each a fixed random subset of ``n`` faces (all if None)."""
+    from ..data.catalog import get_entry
     from ..data.faces import fixed_subset
     from ..data.formats.cuhk import CUHK5Point
     from ..data.formats.w300 import W300
     from ..data.sample import image_size
 
-    root, out = Path(root), {}
-    if (root / "cuhk_5pt" / "testImageList.txt").is_file():
-        ds = CUHK5Point(root / "cuhk_5pt", "test")
-        out["cuhk"] = (ds, f"CUHK 5-point (LFW+Webface), clean protocol test", "cuhk5", "bbox_width")
-    w300 = next((root / d for d in ("300w", "300w_subset", "300W") if (root / d).is_dir()), None)
+    out = {}
+    cuhk = get_entry("cuhk_5pt").find(root)
+    if cuhk is not None and (cuhk / "testImageList.txt").is_file():
+        ds = CUHK5Point(cuhk, "test")
+        out["cuhk"] = (ds, "CUHK 5-point (LFW+Webface), clean protocol test", "cuhk5", "bbox_width")
+    w300 = get_entry("300w").find(root)
     if w300 is not None:
         ds = W300(w300, "common")
         if len(ds):
@@ -383,13 +385,6 @@ def test_sets(root: str | os.PathLike, n: int | None = None, seed: int = 0) -> d
                             [str(r.image_path) for r in recs], ds.boxes_array()[pick],
                             np.stack([r.landmarks for r in recs]), hw, norm)
     return sets
-
-
-def frame_boxes(image_hw: np.ndarray) -> np.ndarray:
-    """The whole-image boxes ``(-0.5, -0.5, W - 0.5, H - 0.5)`` (our 300-W CPMs' box policy)."""
-    hw = np.asarray(image_hw, np.float64)
-    return np.stack([np.full(len(hw), -0.5), np.full(len(hw), -0.5), hw[:, 1] - 0.5,
-                     hw[:, 0] - 0.5], 1)
 
 
 def our_methods(load: Callable[..., object], reports_root: str | os.PathLike | None = None
@@ -440,6 +435,7 @@ def _dlib5_eyes(p: np.ndarray) -> np.ndarray:
 
 def plan(method: Peer, ts: TestSet) -> Plan | None:
     """How ``method`` takes part on ``ts`` (None: it does not: a 5-point method on 300-W)."""
+    from ..data.geometry import frame_boxes
     from ..data.schemes import ibug68_to_cuhk5
 
     if method.box == "frame" and ts.scheme != "ibug68":
@@ -509,8 +505,7 @@ def score(pred: np.ndarray, ts: TestSet, points: Sequence[int] | None = None) ->
     err = metrics.nme(p, ts.gt, ts.norm, ts.scheme, ts.boxes, mask=mask, reduce="none")
     found = np.isfinite(p).any((1, 2))
     err = np.where(found, err, np.nan)
-    worst = np.where(found, err, np.inf)
-    worst = np.where(np.isinf(worst), 1e9, worst)   # not found: a failure at any threshold
+    worst = np.where(found, err, 1e9)   # not found: a failure at any threshold
     return {"per_face": err, "nme": float(np.nanmean(err)) if found.any() else float("nan"),
             "failure_rate": metrics.failure_rate(worst, FAIL_AT), "found": int(found.sum()),
             "auc": metrics.auc(worst, FAIL_AT)}

@@ -62,6 +62,7 @@ import numpy as np
 import torch
 
 from ...data.faces import CropPolicy, FaceCrops
+from ...data.geometry import frame_boxes
 from ...data.schemes import KAGGLE15, KAGGLE15_COLUMNS, convert_points
 from ...paths import cache_root, data_root as resolve_data_root
 
@@ -311,8 +312,7 @@ def _faces(images: np.ndarray, points: np.ndarray, paths: list[str], name: str) 
     """Rows that are their own 96x96 frame as :class:`FaceCrops` (identity affine, the whole
     frame as box: see the module docstring)."""
     images = np.ascontiguousarray(images, dtype=np.uint8)
-    n, s = len(images), images.shape[-1]
-    frame = np.tile([-0.5, -0.5, s - 0.5, s - 0.5], (n, 1))
+    frame = frame_boxes([images.shape[-2:]] * len(images))
     return FaceCrops.from_images(images, points, frame, name=name, paths=paths, scheme="kaggle15")
 
 
