@@ -111,6 +111,30 @@ def _check_resume(path: str | Path, state: Mapping[str, Any], seed: int, tag: st
                              f"pass {what}={stored!r} to continue it)")
 
 
+def make_scheduler(opt: torch.optim.Optimizer, kind: str, epochs: int, steps_per_epoch: int,
+                   milestones=(), gamma: float = 0.5, reset_lr: float | None = None):
+    """``(scheduler, when it steps)`` for :func:`fit`: ``"constant"`` (none), ``"onecycle"`` (per
+    batch, peaking at each group's rate), ``"multistep"`` (x ``gamma`` at the ``milestones``
+    epochs), ``"reset"`` (each group's rate set to ``reset_lr`` from the first milestone epoch on,
+    as Fast DHM's "after 60 epochs, the learning rate is reset to 0.00001")."""
+    if kind == "constant":
+        return None, "epoch"
+    if kind == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=[g["lr"] for g in opt.param_groups],
+            total_steps=max(1, epochs * steps_per_epoch)), "batch"
+    if kind == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, list(milestones), gamma), "epoch"
+    if kind == "reset":
+        if reset_lr is None or not milestones:
+            raise ValueError("schedule 'reset' needs reset_lr and a milestone epoch")
+        at = int(list(milestones)[0])
+        factors = [reset_lr / g["lr"] for g in opt.param_groups]
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, [lambda e, f=f: 1.0 if e < at else f for f in factors]), "epoch"
+    raise ValueError(f"schedule must be constant, onecycle, multistep or reset, got {kind!r}")
+
+
 def fit(model: nn.Module, train_loader: Iterable, loss_fn: Callable[[nn.Module, Any], Any],
         optimizer: torch.optim.Optimizer, epochs: int, *, scheduler: Any = None,
         scheduler_step: str = "epoch", val_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,

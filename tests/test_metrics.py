@@ -113,3 +113,17 @@ def test_invalid_arguments_list_valid_choices():
         metrics.nme(PRED5, GT5, scheme="cuhk5", reduce="sum")
     with pytest.raises(ValueError, match="one value per face"):
         metrics.nme(PRED5, GT5, norm=np.array([1.0, 2.0]))
+
+
+def test_yaw_binned_nme_is_the_mean_of_the_bin_means():
+    # three faces: two frontal (2 % and 4 %), one at 95 degrees (10 %: beyond 90 -> last bin)
+    b = metrics.yaw_binned_nme([0.02, 0.04, 0.10], [5.0, -30.0, 95.0])
+    assert b["0-30"] == pytest.approx(0.03) and b["n_0-30"] == 2
+    assert np.isnan(b["30-60"]) and b["n_30-60"] == 0
+    assert b["60-90"] == pytest.approx(0.10) and b["n_60-90"] == 1
+    assert np.isnan(b["mean"])                      # an empty bin: no bin mean to report
+    b = metrics.yaw_binned_nme([0.02, 0.04, 0.06, 0.10], [5.0, -30.0, 30.5, -61.0])
+    assert b["mean"] == pytest.approx((0.03 + 0.06 + 0.10) / 3)
+    assert b["all"] == pytest.approx(0.055)
+    with pytest.raises(ValueError, match="same length"):
+        metrics.yaw_binned_nme([0.1], [1.0, 2.0])

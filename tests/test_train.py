@@ -124,3 +124,19 @@ def test_resume_with_another_optimizer_is_named(tmp_path):
     head_only = torch.optim.SGD(model[3].parameters(), lr=0.05)
     with pytest.raises(ValueError, match=r"opt\.pt: optimizer/scheduler state does not fit"):
         train.fit(model, loader, loss_fn, head_only, 2, **{**kw, "scheduler": None})
+
+
+def test_reset_schedule_sets_the_rate_at_the_milestone():
+    from lmklib.train import make_scheduler
+
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=5e-3)
+    sched, when = make_scheduler(opt, "reset", 4, 10, (2,), reset_lr=1e-5)
+    assert when == "epoch"
+    rates = []
+    for _ in range(4):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates == pytest.approx([5e-3, 5e-3, 1e-5, 1e-5])
+    with pytest.raises(ValueError, match="reset_lr"):
+        make_scheduler(opt, "reset", 4, 10, ())

@@ -42,10 +42,11 @@ from ..data import heatmaps
 from ..data.faces import CropPolicy, FaceCrops, fixed_subset, load_face_crops
 from ..data.geometry import BoxGeometry
 from ..data.schemes import CUHK5, IBUG68
-from ..data.transforms import augment_batch
+from ..data.transforms import augment_batch, standardise
 from ..models.acn import KERNEL_STRUCTURES, LandmarkNet, acn_net, amplitude_loss, make_optimizer, mse_loss
 from ..models.cpm import CPM, cpm_loss, decode_heatmaps
 from ..train import fit
+from ..train import make_scheduler as _scheduler
 
 MODELS = {"cnn": "full-precision CNN", "acn": "ACN", "acn1bit": "1-bit ACN", "xnor": "XNOR-Net"}
 
@@ -194,38 +195,11 @@ def w300_five_point_crops(root: str | Path, geometry: BoxGeometry, n: int | None
                             "with the CUHK training boxes' geometry")
 
 
-def standardise(images) -> torch.Tensor:
-    """uint8 ``[N, C, H, W]`` (tensor or array) -> float32, each image to zero mean and unit
-    standard deviation (our choice; the paper does not say; it removes the lighting differences
-    of the web faces, worth ~0.6 % NME in the quick profile)."""
-    if not isinstance(images, torch.Tensor):
-        images = torch.from_numpy(np.ascontiguousarray(images))
-    x = images.float()
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) / (x.std(dim=(1, 2, 3), keepdim=True) + 1.0)
-
-
 # --------------------------------------------------------------------------- Table 2 runs
 def _device(cfg: dict) -> str:
     """``cfg["device"]`` if set, else CUDA when present (the paper profile), else the CPU;
     trained models always come back on the CPU."""
     return cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _scheduler(opt: torch.optim.Optimizer, kind: str, epochs: int, steps_per_epoch: int,
-               milestones=(), gamma: float = 0.5):
-    """``(scheduler, when it steps)`` for :func:`lmklib.train.fit`: ``"constant"`` (none),
-    ``"onecycle"`` (per batch, peaking at each group's rate), ``"multistep"`` (x ``gamma`` at the
-    ``milestones`` epochs)."""
-    if kind == "constant":
-        return None, "epoch"
-    if kind == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=[g["lr"] for g in opt.param_groups],
-            total_steps=max(1, epochs * steps_per_epoch)), "batch"
-    if kind == "multistep":
-        return torch.optim.lr_scheduler.MultiStepLR(opt, list(milestones), gamma), "epoch"
-    raise ValueError(f"schedule must be constant, onecycle or multistep, got {kind!r}")
 
 
 def train_landmark_net(structure: str, mode: str, train: FaceCrops, cfg: dict, seed: int = 0,
