@@ -48,6 +48,14 @@ def gaussian_heatmaps(points, size: int | tuple[int, int], sigma: float,
         float32 ``[N, K, H, W]`` (``[K, H, W]`` for unbatched points). Separable, so the cost is
         ``N K (H + W)`` exponentials and one outer product.
     """
+    gx, gy = _gaussian_factors(points, size, sigma, mask)
+    return gy[..., :, None] * gx[..., None, :]
+
+
+def _gaussian_factors(points, size: int | tuple[int, int], sigma: float,
+                      mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The separable factors of :func:`gaussian_heatmaps`: ``gx [..., K, W]``, ``gy [..., K, H]``
+    (a map is ``gy[:, None] * gx[None, :]``), zero for NaN or masked points."""
     h, w = (size, size) if isinstance(size, int) else size
     p = torch.as_tensor(points, dtype=torch.float32)
     ok = torch.isfinite(p).all(-1)
@@ -56,10 +64,38 @@ def gaussian_heatmaps(points, size: int | tuple[int, int], sigma: float,
     p = torch.where(ok[..., None], p, torch.zeros_like(p))
     xs = torch.arange(w, dtype=torch.float32, device=p.device)
     ys = torch.arange(h, dtype=torch.float32, device=p.device)
-    gx = torch.exp(-(xs - p[..., 0:1]) ** 2 / (2 * sigma**2))           # [..., K, W]
-    gy = torch.exp(-(ys - p[..., 1:2]) ** 2 / (2 * sigma**2))           # [..., K, H]
-    maps = gy[..., :, None] * gx[..., None, :]
-    return maps * ok[..., None, None]
+    gx = torch.exp(-(xs - p[..., 0:1]) ** 2 / (2 * sigma**2)) * ok[..., None]   # [..., K, W]
+    gy = torch.exp(-(ys - p[..., 1:2]) ** 2 / (2 * sigma**2))                   # [..., K, H]
+    return gx, gy
+
+
+def diffusion_heatmaps(points, shape3d, size: int | tuple[int, int],
+                       sigma: float = 1.0) -> torch.Tensor:
+    """3D diffusion heat maps (Fast DHM, Sun et al., Eq. 3, Fig. 2a, Algorithm 1).
+
+    Channel ``j`` (x, y, z) is ``sum_k n_j(k) exp(-|(u, v) - p_k|^2 / (2 sigma^2))``: Algorithm 1's
+    impulse map (landmark ``k`` holding ``n_j(k)`` at its pixel) convolved with a Gaussian, where
+    ``n_j(k) = (S_j(k) - min_k S_j) / (max_k S_j - min_k S_j)`` normalises each face's shape per
+    axis to ``[0, 1]`` (an axis with ``max == min`` gives 0). The Gaussians are those of
+    :func:`gaussian_heatmaps` (peak 1), so a channel can exceed 1 where landmarks overlap.
+
+    Args:
+        points: ``[..., K, 2]`` heatmap pixels (0-based, pixel centres at integers); NaN points
+            add nothing.
+        shape3d: ``[..., K, 3]`` the 3D shape at the landmarks, finite (any units and origin:
+            the normalisation removes each axis's offset and scale, not its direction, so e.g.
+            a z towards or away from the viewer gives complementary channels ``n`` vs ``1 - n``).
+        size: heatmap ``(H, W)`` (or one int for square maps).
+        sigma: Gaussian std in heatmap pixels (the paper: 1).
+    Returns:
+        float32 ``[..., 3, H, W]``; differentiable w.r.t. ``points`` and ``shape3d`` (tensors;
+        numpy input is accepted). Cost ``K (H + W)`` exponentials and ``3 K H W`` multiply-adds.
+    """
+    gx, gy = _gaussian_factors(points, size, sigma)
+    s = torch.as_tensor(shape3d, dtype=torch.float32, device=gx.device)
+    lo, hi = s.amin(-2, keepdim=True), s.amax(-2, keepdim=True)
+    n = (s - lo) / (hi - lo).clamp_min(1e-12)                               # [..., K, 3]
+    return torch.einsum("...kh,...kj,...kw->...jhw", gy, n, gx)
 
 
 def soft_argmax(heatmaps: torch.Tensor, beta: float | None = None) -> torch.Tensor:

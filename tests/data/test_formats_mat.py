@@ -107,6 +107,71 @@ def test_aflw2000_pt2d_marks_unannotated_points(aflw2000):
     assert not s["mask"][12] and not s["mask"][16] and s["mask"].sum() == 19
 
 
+def test_aflw2000_pt3d_meta(aflw2000):
+    from scipy.io import loadmat
+
+    root, truth = aflw2000
+    for points in ("pt3d_68", "pt2d"):
+        ds = AFLW2000_3D(root, points=points)
+        for r, p in zip(ds.records, truth["test"]):
+            raw = loadmat(str(r.image_path.with_suffix(".mat")))["pt3d_68"]
+            assert r.meta["pt3d"].shape == (68, 3)
+            np.testing.assert_allclose(r.meta["pt3d"][:, :2], p, atol=1e-9)   # 0-based x, y
+            np.testing.assert_allclose(r.meta["pt3d"][:, 2], raw[2])           # z as stored
+
+
+def test_aflw2000_reannotated_points(tmp_path):
+    truth = write_aflw2000_fixture(tmp_path, n=8, seed=0)
+    with pytest.raises(FileNotFoundError, match=r"3ddfa/AFLW2000-3D-Reannotated\.pts68\.npy: not "
+                                                 r"found .*cleardusk/3DDFA"):
+        AFLW2000_3D(tmp_path, points="reannotated")
+    rng = np.random.default_rng(1)
+    reann = (truth["test"] + rng.normal(0, 2, truth["test"].shape)).astype(np.float32)
+    (tmp_path / "3ddfa").mkdir()
+    npy = tmp_path / "3ddfa" / "AFLW2000-3D-Reannotated.pts68.npy"
+    np.save(npy, reann.transpose(0, 2, 1))                  # (N, 2, 68), rows in file order
+    ds = AFLW2000_3D(tmp_path, points="reannotated")
+    assert ds.scheme.name == "ibug68"
+    np.testing.assert_allclose(ds.landmarks_array(), reann, atol=1e-6)       # 0-based: no shift
+    np.testing.assert_allclose(ds.records[3].meta["pt3d"][:, :2], truth["test"][3], atol=1e-9)
+    kept = AFLW2000_3D(tmp_path, points="reannotated", max_abs_yaw=60)
+    rows = [0, 1, 2, 3, 7]                                  # yaws 5 -20 45 -50 (75 -80 95) 10
+    np.testing.assert_allclose(kept.landmarks_array(), reann[rows], atol=1e-6)
+    np.testing.assert_allclose(kept.yaws(), truth["yaw"][rows])
+    np.save(npy, reann[:5].transpose(0, 2, 1))
+    with pytest.raises(ValueError, match=r"Reannotated\.pts68\.npy: expected a finite \(8, 2, 68\) "
+                                         r"array .* got \(5, 2, 68\)"):
+        AFLW2000_3D(tmp_path, points="reannotated")
+    with pytest.raises(ValueError, match="points must be 'pt3d_68', 'pt2d' or 'reannotated'"):
+        AFLW2000_3D(tmp_path, points="pts68")
+
+
+def test_real_aflw2000_reannotated_rows_match_pt3d(real_data_root, tmp_path):
+    """30 real faces (every 67th, linked into tmp_path with their rows of the .npy): the
+    re-annotation is within a few pixels of pt3d_68 on frontal faces, row by row."""
+    src = real_data_root / "aflw2000_3d"
+    npy = src / "3ddfa" / "AFLW2000-3D-Reannotated.pts68.npy"
+    if not npy.is_file():
+        pytest.skip(f"AFLW2000-3D re-annotation not found under {real_data_root}")
+    mats = sorted(src.glob("*.mat"))
+    pick = np.arange(0, len(mats), 67)[:30]
+    for i in pick:
+        for suffix in (".mat", ".jpg"):
+            (tmp_path / mats[i].with_suffix(suffix).name).symlink_to(mats[i].with_suffix(suffix))
+    (tmp_path / "3ddfa").mkdir()
+    np.save(tmp_path / "3ddfa" / npy.name, np.load(npy)[pick])
+    reann = AFLW2000_3D(tmp_path, points="reannotated")
+    fitted = AFLW2000_3D(tmp_path)
+    a, b = reann.landmarks_array(), fitted.landmarks_array()
+    iod = np.linalg.norm(b[:, 36] - b[:, 45], axis=1)
+    err = np.linalg.norm(a - b, axis=2)[:, 17:].mean(1)     # inner points (jaw conventions differ)
+    frontal = np.abs(fitted.yaws()) < 30
+    assert frontal.sum() >= 10 and np.median(err[frontal]) < 6     # px on 450 px images
+    assert (err[frontal] / iod[frontal]).mean() < 0.06
+    shifted = np.linalg.norm(a - np.roll(b, 1, axis=0), axis=2)[:, 17:].mean(1)
+    assert (err < shifted).all()                            # each row belongs to its own face
+
+
 def test_aflw2000_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"AFLW2000-3D annotations .* not found.*3DDFA"):
         AFLW2000_3D(tmp_path)

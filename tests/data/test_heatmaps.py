@@ -112,3 +112,30 @@ def test_heatmap_loss_known_answers():
     assert HM.heatmap_loss(best + 0.1 * torch.randn_like(best), t, "softmax_ce").item() > entropy
     with pytest.raises(ValueError, match="unknown heatmap loss"):
         HM.heatmap_loss(t, t, "l1")
+
+
+def test_diffusion_heatmaps_known_values_and_gradient():
+    # Algorithm 1's impulse map convolved with a Gaussian: a sum of Gaussians, each weighted by
+    # its landmark's normalised coordinate; with two landmarks per face those are exactly 0 and 1
+    pts = torch.tensor([[[3.0, 2.0], [6.0, 5.0]], [[1.0, 1.0], [4.5, 3.0]]], requires_grad=True)
+    s3d = torch.tensor([[[0.0, 10.0, -2.0], [4.0, 30.0, 2.0]],
+                        [[5.0, 1.0, 7.0], [1.0, 1.0, 3.0]]], requires_grad=True)
+    maps = HM.diffusion_heatmaps(pts, s3d, (8, 10), sigma=1.5)
+    assert maps.shape == (2, 3, 8, 10) and maps.dtype == torch.float32
+    v, u = torch.meshgrid(torch.arange(8.0), torch.arange(10.0), indexing="ij")
+    g = lambda x, y: torch.exp(-((u - x) ** 2 + (v - y) ** 2) / (2 * 1.5**2))   # noqa: E731
+    for j in range(3):  # face 0: landmark 1 holds the maximum of every axis
+        torch.testing.assert_close(maps[0, j], g(6.0, 5.0), atol=1e-6, rtol=0)
+    # face 1: x -> landmark 0 is max, y is constant (max == min) -> 0, z -> landmark 0 is max
+    torch.testing.assert_close(maps[1, 0], g(1.0, 1.0), atol=1e-6, rtol=0)
+    assert maps[1, 1].abs().max() == 0
+    torch.testing.assert_close(maps[1, 2], g(1.0, 1.0), atol=1e-6, rtol=0)
+    # a value between the extremes, unbatched numpy input, square size
+    one = HM.diffusion_heatmaps(np.array([[2.0, 2.0], [0.0, 0.0], [4.0, 4.0]]),
+                                np.array([[0.25, 0, 0], [0, 0, 0], [1, 1, 1]]), 5, sigma=1.0)
+    assert one.shape == (3, 5, 5)
+    assert one[0, 2, 2].item() == pytest.approx(0.25 + math.exp(-8 / 2), rel=1e-6)  # 0 + 0.25 + 1
+    assert one[1, 2, 2].item() == pytest.approx(math.exp(-4), rel=1e-6)
+    (maps[0, 0] * g(5.0, 4.0)).sum().backward()
+    assert pts.grad is not None and pts.grad[0, 1].abs().sum() > 0 and pts.grad[1].abs().sum() == 0
+    assert s3d.grad is not None and torch.isfinite(s3d.grad).all()

@@ -8,6 +8,12 @@ AFLW2000-3D layout under ``root`` (the ``AFLW2000`` folder of ``AFLW2000-3D.zip`
 each ``.mat`` (MATLAB v5, read with ``scipy.io.loadmat``) holding ``pt3d_68`` (3x68: x, y, z in
 pixels), ``pt2d`` (2x21: the original AFLW 21 points, -1 where not annotated), ``Pose_Para``
 (1x7: pitch, yaw, roll in radians, then tx, ty, tz, scale), ``roi`` and the 3DMM parameters.
+Optionally ``3ddfa/AFLW2000-3D-Reannotated.pts68.npy`` (from 3DDFA's ``test.configs``): the 68
+points re-annotated by hand by Bulat & Tzimiropoulos (ICCV 2017), ``(N, 2, 68)`` float32, one row
+per ``.mat`` in sorted file order, already 0-based (checked against ``pt3d_68``: on 400 faces with
+``|yaw| < 30`` the re-annotation sits 1.2 px left of the raw 1-based ``pt3d_68``, averaged over
+mirror pairs so that definition differences cancel, i.e. 0-based like lmklib; NME 3.6 % with
+the -1 shift vs 3.8 % without).
 
 300W-LP layout under ``root`` (``300W_LP.zip``)::
 
@@ -44,6 +50,9 @@ W300LP_SUBSETS = {"AFW": 5207, "HELEN": 37676, "IBUG": 1786, "LFPW": 16556}
 EXPECTED_COUNTS_300WLP = {"all": 61225, **W300LP_SUBSETS}
 HOW_TO_GET_AFLW2000 = ("Get AFLW2000-3D.zip from http://www.cbsr.ia.ac.cn/users/xiangyuzhu/"
                        "projects/3DDFA/main.htm and unpack its AFLW2000/ folder there.")
+REANNOTATED_FILE = "3ddfa/AFLW2000-3D-Reannotated.pts68.npy"
+HOW_TO_GET_REANNOTATED = ("AFLW2000-3D-Reannotated.pts68.npy is in cleardusk/3DDFA "
+                          "(test.configs/); put it in a 3ddfa/ folder beside the .mat files.")
 HOW_TO_GET_300WLP = ("Get 300W-LP.zip from http://www.cbsr.ia.ac.cn/users/xiangyuzhu/projects/"
                      "3DDFA/main.htm and unpack its 300W_LP/ folder there.")
 
@@ -108,10 +117,34 @@ def read_aflw2000_mat(path: str | os.PathLike, points: str = "pt3d_68",
     ``points="pt3d_68"`` gives the 68 points (x, y of the 3x68 array); ``"pt2d"`` the 21 AFLW
     points, NaN where the file holds -1 (not annotated).
     """
-    path = Path(path)
+    if points not in ("pt3d_68", "pt2d"):
+        raise ValueError(f"points must be 'pt3d_68' or 'pt2d', got {points!r}")
+    pts, pose, _ = _read_aflw2000(Path(path), points, one_based)
+    return pts, pose
+
+
+def _pt3d(m: dict, path: Path, shift: float) -> np.ndarray:
+    """``pt3d_68`` as ``[68, 3]``: x, y shifted to 0-based by ``shift``, z as stored."""
+    if "pt3d_68" not in m:
+        raise AnnotationError(path, f"variable 'pt3d_68' missing (found "
+                              f"{sorted(x for x in m if not x.startswith('__'))})")
+    a = numeric_array(m["pt3d_68"], path, "pt3d_68", "a numeric 3x68 matrix")
+    if a.shape not in ((3, 68), (68, 3)):
+        raise AnnotationError(path, f"pt3d_68: expected 3x68 (or 68x3), got {list(a.shape)}")
+    p = (a.T if a.shape == (3, 68) else a).astype(np.float64)
+    check_points(p[:, :2], 68, path)
+    if not np.isfinite(p[:, 2]).all():
+        raise AnnotationError(path, f"pt3d_68: point {int(np.argmax(~np.isfinite(p[:, 2])))} has a "
+                              "non-finite z")
+    return p - np.array([shift, shift, 0.0])
+
+
+def _read_aflw2000(path: Path, points: str, one_based: bool):
+    """``(points [K, 2], pose, pt3d [68, 3])`` of one ``.mat`` (``points="reannotated"``: the
+    points are ``pt3d_68``'s x, y, to be replaced by the caller)."""
     m = _loadmat(path)
     shift = 1.0 if one_based else 0.0
-    if points == "pt3d_68":
+    if points in ("pt3d_68", "reannotated"):
         pts = check_points(_points(m, "pt3d_68", 68, path, 3), 68, path) - shift
     elif points == "pt2d":
         raw = _points(m, "pt2d", 21, path, 2)
@@ -119,8 +152,24 @@ def read_aflw2000_mat(path: str | os.PathLike, points: str = "pt3d_68",
         pts = check_points(raw, 21, path) - shift
         pts[missing] = np.nan
     else:
-        raise ValueError(f"points must be 'pt3d_68' or 'pt2d', got {points!r}")
-    return pts, _pose(m, path)
+        raise ValueError(f"points must be 'pt3d_68', 'pt2d' or 'reannotated', got {points!r}")
+    return pts, _pose(m, path), _pt3d(m, path, shift)
+
+
+def read_reannotated(root: str | os.PathLike, n: int) -> np.ndarray:
+    """``[n, 68, 2]`` 0-based re-annotated points from ``root/3ddfa/...pts68.npy`` (module doc),
+    row ``i`` for the ``i``-th ``.mat`` in sorted order; ``n`` = how many ``.mat`` files."""
+    path = Path(root) / REANNOTATED_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found ({HOW_TO_GET_REANNOTATED})")
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read as a .npy array ({e})") from None
+    if a.shape != (n, 2, 68) or not np.isfinite(a).all():
+        raise ValueError(f"{path}: expected a finite ({n}, 2, 68) array (one row per .mat file "
+                         f"in {path.parent.parent}), got {a.shape}")
+    return a.transpose(0, 2, 1).astype(np.float64)
 
 
 class AFLW2000_3D(LandmarkDataset):
@@ -129,13 +178,15 @@ class AFLW2000_3D(LandmarkDataset):
     Args:
         root: the ``AFLW2000`` folder (image/``.mat`` pairs).
         split: only ``"test"`` (the whole set).
-        points: ``"pt3d_68"`` (68 points, scheme ibug68) or ``"pt2d"`` (21 points, aflw21).
+        points: ``"pt3d_68"`` (68 points, scheme ibug68), ``"pt2d"`` (21 points, aflw21) or
+            ``"reannotated"`` (68 hand-corrected points, module doc; needs the ``3ddfa/`` file).
         max_abs_yaw: keep only faces with ``|yaw| <= max_abs_yaw`` degrees (None keeps all 2,000;
             90 drops the 7 beyond 90 degrees).
-        one_based: shift the MATLAB coordinates by -1.
+        one_based: shift the MATLAB coordinates by -1 (not the re-annotation: already 0-based).
 
-    ``meta``: ``pose`` (yaw, pitch, roll degrees) and ``yaw_bin``. ``box`` is the tight box of the
-    points (the papers crop by it).
+    ``meta``: ``pose`` (yaw, pitch, roll degrees), ``yaw_bin`` and ``pt3d``: the ``[68, 3]``
+    ``pt3d_68`` (x, y 0-based pixels as the points, z as stored: the fitted 3D shape's depth in
+    pixels). ``box`` is the tight box of the points (the papers crop by it).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "test",
@@ -143,24 +194,30 @@ class AFLW2000_3D(LandmarkDataset):
                  points: str = "pt3d_68", max_abs_yaw: float | None = None, one_based: bool = True):
         if split != "test":
             raise ValueError(f"split must be one of ['test'], got {split!r}")
-        if points not in ("pt3d_68", "pt2d"):
-            raise ValueError(f"points must be 'pt3d_68' or 'pt2d', got {points!r}")
+        if points not in ("pt3d_68", "pt2d", "reannotated"):
+            raise ValueError(f"points must be 'pt3d_68', 'pt2d' or 'reannotated', got {points!r}")
         self.root, self.split, self.image_mode = Path(root), split, image_mode
-        self.scheme = IBUG68 if points == "pt3d_68" else AFLW21
+        self.scheme = AFLW21 if points == "pt2d" else IBUG68
         mats = sorted(self.root.glob("*.mat")) if self.root.is_dir() else []
         if not mats:
             raise FileNotFoundError(f"AFLW2000-3D annotations (*.mat) not found in {self.root}. "
                                     f"{HOW_TO_GET_AFLW2000}")
+        reannotated = read_reannotated(self.root, len(mats)) if points == "reannotated" else None
         records = []
-        for mat in mats:
+        for i, mat in enumerate(mats):
             image = mat.with_suffix(".jpg")
             if not image.is_file():
                 raise FileNotFoundError(f"{mat}: image not found: {image}")
-            pts, pose = read_aflw2000_mat(mat, points, one_based)
-            check_in_image(pts, None, image_size(image), mat, image=image.name, label=f"{points} ")
+            pts, pose, pt3d = _read_aflw2000(mat, points, one_based)
+            src = mat
+            if reannotated is not None:
+                pts, src = reannotated[i], self.root / REANNOTATED_FILE
+            check_in_image(pts, None, image_size(image), src, image=image.name,
+                           label=f"{points} " if reannotated is None else f"row {i}: ")
             if max_abs_yaw is not None and abs(pose["yaw"]) > max_abs_yaw:
                 continue
-            records.append(Record(image, pts, meta={"pose": pose, "yaw_bin": yaw_bin(pose["yaw"])}))
+            records.append(Record(image, pts, meta={"pose": pose, "yaw_bin": yaw_bin(pose["yaw"]),
+                                                    "pt3d": pt3d}))
         super().__init__(records, transform)
 
     def yaws(self) -> np.ndarray:
