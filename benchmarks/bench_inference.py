@@ -5,11 +5,11 @@ throughput at batch 256, and onnxruntime beside torch.
 
 Models (untrained: speed does not depend on the weights): the Kaggle report's MLP, CNN
 (``cnn_small``, the quick profile's) and cascade (``cnn_small`` + ``refiner``), the ACN
-notebook's 5-point CNN and its 64 px CPM, and the CCNN cascade (``benchmarks/bench_ccnn.py``
-has its own targets). Arithmetic: ``lmklib.profile.flops`` at the throughput of a plain conv on
+notebook's 5-point CNN and its 64 px CPM, the CCNN cascade (``benchmarks/bench_ccnn.py``
+has its own targets) and Fast DHM x1 at the quick profile's 64 px. Arithmetic: ``lmklib.profile.flops`` at the throughput of a plain conv on
 this core measured in this run (``lmklib.profile.conv_gflops``). ONNX columns need the extra
-``.[onnx]`` (skipped without it). Exit status 1 when a Kaggle model's batch-1 latency is more
-than 3x its arithmetic.
+``.[onnx]`` (skipped without it). Exit status 1 when a Kaggle model's or Fast DHM's batch-1
+latency is more than 3x its arithmetic (issue #15).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from lmklib.models import kaggle as K
 from lmklib.models.acn import acn_net
 from lmklib.models.ccnn import ccnn, canonical_frame
 from lmklib.models.cpm import CPM
+from lmklib.models.fast_dhm import fast_dhm
 from lmklib.profile import conv_gflops, flops
 
 TARGET_BOUND = 3.0
@@ -48,6 +49,8 @@ def models() -> dict[str, tuple[torch.nn.Module, tuple[torch.Tensor, ...], bool]
                                                 (torch.randn(1, 3, 64, 64),), False),
         "CCNN cascade (80 px crop)": (ccnn().eval(), (crop, canonical_frame(80, 0.25)[None]),
                                       False),
+        "Fast DHM x1 (64 px, T = 4)": (fast_dhm(1, size=64).eval(), (torch.randn(1, 3, 64, 64),),
+                                       True),
     }
 
 
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:38s} {work / 1e6:7.2f} {bound:9.3f} {ms:9.3f} {ratio:7.2f}x {onnx_ms:8.3f} "
               f"{fps:13,.0f}")
     print(f"\nratios measured in this run: torch batch-1 latency / arithmetic bound, target <= "
-          f"{TARGET_BOUND:g}x for the Kaggle models" + ("" if to_onnx else
+          f"{TARGET_BOUND:g}x for the Kaggle models and Fast DHM" + ("" if to_onnx else
                                                        "; ONNX skipped (pip install -e .[onnx])"))
     print("targets met" if not missed else f"TARGET MISSED: {', '.join(missed)}")
     return 0 if not missed else 1

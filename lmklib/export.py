@@ -2,7 +2,8 @@
 
 One graph per model with a dynamic batch axis: the CCNN cascade whole (each stage's windows cut
 by ``grid_sample`` where the previous stage put its points), every ACN and CPM mode, and the
-Kaggle report's MLP, CNN, patch refiner and cascade. The graph is the *inference* computation:
+Kaggle report's MLP, CNN, patch refiner and cascade, Fast DHM and DHM (its diffusion heat maps
+regenerated inside the graph at every recurrent step). The graph is the *inference* computation:
 the model must be in eval mode (no dropout, BatchNorm's running statistics) and is traced under
 ``torch.no_grad()``, the branch in which :class:`lmklib.models.acn.AConv2d` and
 :class:`~lmklib.models.acn.XNORConv2d` convolve exact +-1 signs and scale afterwards (what the
@@ -24,6 +25,8 @@ ccnn.CCNN               ``images`` uint8 [N,3,S,S] canonical crops,    ``stage1`
 acn.LandmarkNet         ``image`` [N,C,39,39] standardised             ``points`` [N,K,2]
 cpm.CPM                 ``image`` [N,C,H,W] standardised               ``heatmaps1`` .. one per
                                                                        stage, [N,K,H/4,W/4]
+fast_dhm.FastDHM,       ``image`` [N,3,S,S] standardised (the prior    ``points`` [N,68,2]
+DHMNet                  maps and the regenerated DHMs are inside)      normalised crop units
 kaggle.MLP,             ``image`` [N,1,96,96], pixels / 256            ``points`` [N,30]
 KeypointCNN, CascadeCNN                                                normalised
 kaggle.PatchRefiner     ``image``, ``centres`` [N,15,2] pixels         ``points`` [N,15,2] pixels
@@ -44,6 +47,7 @@ from torch import nn
 from .models.acn import LandmarkNet
 from .models.ccnn import CCNN, canonical_frame
 from .models.cpm import CPM
+from .models.fast_dhm import DHMNet, FastDHM
 from .models.kaggle import IMAGE_SIZE, MLP, CascadeCNN, KeypointCNN, PatchRefiner
 
 OPSET = 17              # GridSample (the CCNN's windows, the refiner's patches) needs >= 16
@@ -51,7 +55,7 @@ OPSET = 17              # GridSample (the CCNN's windows, the refiner's patches)
 # margin in box units on each side) and a CPM's input side
 CCNN_CROP = (80, 0.25)
 CPM_SIZE = 64
-FAMILIES = (CCNN, LandmarkNet, CPM, MLP, KeypointCNN, CascadeCNN, PatchRefiner)
+FAMILIES = (CCNN, LandmarkNet, CPM, FastDHM, DHMNet, MLP, KeypointCNN, CascadeCNN, PatchRefiner)
 
 
 class _Cascade(nn.Module):
@@ -88,6 +92,9 @@ def _signature(model: nn.Module) -> tuple[tuple[str, ...], str, tuple[torch.Tens
     if isinstance(model, CPM):
         c = model.config["in_channels"]
         return ("image",), "heatmaps", (torch.zeros(1, c, CPM_SIZE, CPM_SIZE),)
+    if isinstance(model, (FastDHM, DHMNet)):                # the image; the DHM is inside
+        return ("image",), "points", (torch.zeros(1, model.config["in_channels"], model.config["size"],
+                                                  model.config["size"]),)
     side = IMAGE_SIZE
     if isinstance(model, MLP):                             # its first layer reads side^2 pixels
         side = round(model.net[1].in_features ** 0.5)

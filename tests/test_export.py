@@ -153,3 +153,16 @@ def test_unknown_model_needs_an_example(tmp_path):
     with pytest.raises(ValueError, match=r"^to_onnx: unknown model Bilinear \(known: CCNN, "
                                          r"LandmarkNet, .*\); pass example= to export it$"):
         to_onnx(torch.nn.Bilinear(2, 2, 1).eval(), tmp_path / "x.onnx")
+
+
+@pytest.mark.parametrize("family", ["fast_dhm", "3d_cnn", "2d_rnn", "dhm"])
+def test_fast_dhm_and_dhm(tmp_path, family):
+    from lmklib.models.fast_dhm import dhm_tiny, fast_dhm
+
+    torch.manual_seed(0)
+    model = dhm_tiny() if family == "dhm" else fast_dhm(1, family, size=32, steps=2)
+    for p in model.parameters():              # the read-outs start at zero: give them weights
+        if p.dim() == 2:
+            torch.nn.init.normal_(p, std=0.01)
+    size = model.config["size"]
+    assert_exports(model, tmp_path, torch.randn(3, 3, size, size))
