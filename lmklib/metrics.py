@@ -173,29 +173,29 @@ def rmse(pred: Any, gt: Any, mask: Any = None) -> float:
     return float(np.sqrt((d ** 2).mean())) if len(d) else float("nan")
 
 
-YAW_EDGES = (30.0, 60.0)
-"""The large-pose yaw bins of AFLW2000-3D (3DDFA's protocol): ``[0, 30]``, ``(30, 60]``,
-``(60, 90]``; faces beyond 90 degrees count in the last bin."""
-
-
 def yaw_binned_nme(errors: Any, yaws: Any) -> dict[str, float]:
-    """Per-face errors ``[N]`` grouped by ``|yaw|`` (degrees) into :data:`YAW_EDGES`' three bins.
+    """Per-face errors ``[N]`` grouped by ``|yaw|`` (degrees) into the large-pose bins of
+    AFLW2000-3D (:func:`lmklib.data.formats.aflw.yaw_bin`: ``[0, 30]``, ``(30, 60]``, ``(60, 90]``;
+    faces beyond 90 degrees count in the last bin, as 3DDFA's protocol does).
 
     Returns the mean of each bin (``"0-30"``, ``"30-60"``, ``"60-90"``), ``"mean"`` = the mean of
     the three bin means (the AFLW2000-3D tables' convention, so the few large-pose faces weigh a
     third), ``"all"`` = the plain mean over faces, and the bin sizes (``"n_0-30"``, ...). NaN
     errors are skipped; an empty bin gives NaN (and a NaN ``"mean"``).
     """
-    e, y = _np(errors).reshape(-1), np.abs(_np(yaws).reshape(-1))
+    from .data.formats.aflw import yaw_bin
+
+    e, y = _np(errors).reshape(-1), _np(yaws).reshape(-1)
     if len(e) != len(y):
         raise ValueError(f"errors and yaws must have the same length, got {len(e)} and {len(y)}")
-    lo, hi = YAW_EDGES
-    bins = {"0-30": y <= lo, "30-60": (y > lo) & (y <= hi), "60-90": y > hi}
+    binned = np.array([yaw_bin(v) for v in y], dtype=object)
+    binned[binned == ">90"] = "60-90"
     out: dict[str, float] = {}
     with _warnings_off():
-        for name, sel in bins.items():
+        for name in ("0-30", "30-60", "60-90"):
+            sel = binned == name
             out[name] = float(np.nanmean(e[sel])) if sel.any() else float("nan")
             out[f"n_{name}"] = int(sel.sum())
-        out["mean"] = float(np.mean([out[k] for k in bins]))
+        out["mean"] = float(np.mean([out[k] for k in ("0-30", "30-60", "60-90")]))
         out["all"] = float(np.nanmean(e)) if np.isfinite(e).any() else float("nan")
     return out

@@ -36,15 +36,14 @@ FRONTAL_DEGREES = 5.0          # |yaw| below this: profile_faces turns to a rand
 
 def rotation_matrix(yaw, pitch, roll) -> np.ndarray:
     """``[N, 3, 3]`` ``Rz(roll) @ Rx(pitch) @ Ry(yaw)`` for angles in degrees (scalars or ``[N]``),
-    in the model frame (x right, y down, z away): see the module doc for the signs."""
-    y, p, r = np.broadcast_arrays(*(np.deg2rad(np.atleast_1d(np.asarray(a, dtype=np.float64)))
+    in the model frame (x right, y down, z away): see the module doc for the signs. The synthetic
+    template's :func:`~lmklib.data.face_template.rotation_matrices` with the yaw negated (its
+    ``Ry`` turns the other way)."""
+    from .face_template import rotation_matrices
+
+    y, p, r = np.broadcast_arrays(*(np.atleast_1d(np.asarray(a, dtype=np.float64))
                                     for a in (yaw, pitch, roll)))
-    o, z = np.ones_like(y), np.zeros_like(y)
-    cy, sy, cp, sp, cr, sr = np.cos(y), np.sin(y), np.cos(p), np.sin(p), np.cos(r), np.sin(r)
-    ry = np.stack([cy, z, -sy, z, o, z, sy, z, cy], -1).reshape(-1, 3, 3)
-    rx = np.stack([o, z, z, z, cp, sp, z, -sp, cp], -1).reshape(-1, 3, 3)
-    rz = np.stack([cr, -sr, z, sr, cr, z, z, z, o], -1).reshape(-1, 3, 3)
-    return rz @ rx @ ry
+    return rotation_matrices(np.stack([-y, p, r], 1))
 
 
 def euler_degrees(rotation: np.ndarray) -> np.ndarray:
