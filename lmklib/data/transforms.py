@@ -457,6 +457,27 @@ def random_similarity(images: torch.Tensor, points: torch.Tensor, angle: float =
     return warped, torch.as_tensor(moved, dtype=points.dtype, device=points.device)
 
 
+def random_occlusion(images: torch.Tensor, p: float = 1.0, min_frac: float = 0.1,
+                     max_frac: float = 0.5, value: float = 0.0) -> torch.Tensor:
+    """Mask a random-sized rectangle of each image of a batch (with probability ``p``): sides
+    uniform in ``[min_frac, max_frac]`` of the image's, placed uniformly inside it, set to
+    ``value`` (0 = the mean of a :func:`standardise`-d image). The batch form of
+    :class:`RandomOcclusion` (SD-HRNet's masked student inputs); images ``[N, C, H, W]``."""
+    if not 0 < min_frac <= max_frac <= 1:
+        raise ValueError(f"need 0 < min_frac <= max_frac <= 1, got {min_frac}, {max_frac}")
+    n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
+    u = torch.rand(n, 5)
+    rh = (min_frac + (max_frac - min_frac) * u[:, 0]) * h
+    rw = (min_frac + (max_frac - min_frac) * u[:, 1]) * w
+    r0, c0 = u[:, 2] * (h - rh), u[:, 3] * (w - rw)
+    rows = torch.arange(h, dtype=torch.float32)[None, :, None]
+    cols = torch.arange(w, dtype=torch.float32)[None, None, :]
+    inside = ((rows >= r0.round()[:, None, None]) & (rows < (r0 + rh).round()[:, None, None])
+              & (cols >= c0.round()[:, None, None]) & (cols < (c0 + rw).round()[:, None, None])
+              & (u[:, 4] < p)[:, None, None])
+    return images.masked_fill(inside[:, None].to(images.device), value)
+
+
 def augment_batch(images: torch.Tensor, points: torch.Tensor, flip_perm: Sequence[int] | None,
                   similarity: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
     """A training batch's augmentation: :func:`random_flip` (if ``flip_perm`` is given), then
