@@ -3,11 +3,14 @@
 One graph per model with a dynamic batch axis: the CCNN cascade whole (each stage's windows cut
 by ``grid_sample`` where the previous stage put its points), every ACN and CPM mode, and the
 Kaggle report's MLP, CNN, patch refiner and cascade, Fast DHM and DHM (its diffusion heat maps
-regenerated inside the graph at every recurrent step). The graph is the *inference* computation:
-the model must be in eval mode (no dropout, BatchNorm's running statistics) and is traced under
-``torch.no_grad()``, the branch in which :class:`lmklib.models.acn.AConv2d` and
-:class:`~lmklib.models.acn.XNORConv2d` convolve exact +-1 signs and scale afterwards (what the
-bit-packed path computes), not their straight-through training branch.
+regenerated inside the graph at every recurrent step), and every HRNet (HRSuperNet, a pruned or
+slimmed S-HRNet, HRNetV2: its alphas, parameters or buffers, are constants of the graph, which
+is the whole network's forward, ``keep=None``, never the masked supernet's). The graph is the
+*inference* computation: the model must be in eval mode (no dropout, BatchNorm's running
+statistics) and is traced under ``torch.no_grad()``, the branch in which
+:class:`lmklib.models.acn.AConv2d` and :class:`~lmklib.models.acn.XNORConv2d` convolve exact
++-1 signs and scale afterwards (what the bit-packed path computes), not their straight-through
+training branch.
 
 Exporter: torch's TorchScript-based one (``torch.onnx.export(..., dynamo=False)``), deprecated
 since PyTorch 2.9 but present in 2.14. It needs only the ``onnx`` package (the extra
@@ -30,6 +33,8 @@ DHMNet                  maps and the regenerated DHMs are inside)      normalise
 kaggle.MLP,             ``image`` [N,1,96,96], pixels / 256            ``points`` [N,30]
 KeypointCNN, CascadeCNN                                                normalised
 kaggle.PatchRefiner     ``image``, ``centres`` [N,15,2] pixels         ``points`` [N,15,2] pixels
+hrnet.HRNet             ``image`` [N,C,S,S] standardised, S a          ``heatmaps``
+                        multiple of 32                                 [N,K,S/4,S/4]
 ======================  =============================================  ==========================
 """
 
@@ -48,14 +53,18 @@ from .models.acn import LandmarkNet
 from .models.ccnn import CCNN, canonical_frame
 from .models.cpm import CPM
 from .models.fast_dhm import DHMNet, FastDHM
+from .models.hrnet import HRNet
 from .models.kaggle import IMAGE_SIZE, MLP, CascadeCNN, KeypointCNN, PatchRefiner
 
 OPSET = 17              # GridSample (the CCNN's windows, the refiner's patches) needs >= 16
 # the default examples' sizes, the "quick" profiles': the CCNN's canonical crop (side in px,
-# margin in box units on each side) and a CPM's input side
+# margin in box units on each side), a CPM's input side and an HRNet's (the SD-HRNet notebook's
+# quick profile, lmklib.papers.sd_hrnet_lin2023: 96 px faces)
 CCNN_CROP = (80, 0.25)
 CPM_SIZE = 64
-FAMILIES = (CCNN, LandmarkNet, CPM, FastDHM, DHMNet, MLP, KeypointCNN, CascadeCNN, PatchRefiner)
+HRNET_SIZE = 96
+FAMILIES = (CCNN, LandmarkNet, CPM, FastDHM, DHMNet, MLP, KeypointCNN, CascadeCNN, PatchRefiner,
+            HRNet)
 
 
 class _Cascade(nn.Module):
@@ -92,6 +101,9 @@ def _signature(model: nn.Module) -> tuple[tuple[str, ...], str, tuple[torch.Tens
     if isinstance(model, CPM):
         c = model.config["in_channels"]
         return ("image",), "heatmaps", (torch.zeros(1, c, CPM_SIZE, CPM_SIZE),)
+    if isinstance(model, HRNet):                            # forward(x), keep=None: the whole net
+        c = model.config["in_channels"]
+        return ("image",), "heatmaps", (torch.zeros(1, c, HRNET_SIZE, HRNET_SIZE),)
     if isinstance(model, (FastDHM, DHMNet)):                # the image; the DHM is inside
         return ("image",), "points", (torch.zeros(1, model.config["in_channels"], model.config["size"],
                                                   model.config["size"]),)
@@ -117,7 +129,7 @@ def to_onnx(model: nn.Module, path: str | Path, example: Sequence[torch.Tensor] 
         example: the forward's positional inputs, batch first. Their dtypes and non-batch sizes
             are fixed in the graph. A family's default is a batch of one at the notebooks' size
             (uint8 canonical crops of :data:`CCNN_CROP` for the CCNN, :data:`CPM_SIZE` for a
-            CPM; the Kaggle CNN's default assumes 96 px).
+            CPM, :data:`HRNET_SIZE` for an HRNet; the Kaggle CNN's default assumes 96 px).
     Raises:
         ValueError: the model is in training mode, or is not of a known family and ``example``
             is missing.

@@ -55,13 +55,13 @@ def names(path) -> tuple[list[str], list[str]]:
     return [i.name for i in graph.input], [o.name for o in graph.output]
 
 
-def assert_exports(model: torch.nn.Module, tmp_path, *batch: torch.Tensor, tol: float = TOL
-                   ) -> None:
-    """Export with the default example (batch of one), check the graph, then compare
-    onnxruntime with torch on ``batch`` (3 faces) and on its first face alone."""
+def assert_exports(model: torch.nn.Module, tmp_path, *batch: torch.Tensor, tol: float = TOL,
+                   example: tuple[torch.Tensor, ...] | None = None) -> None:
+    """Export with ``example`` (default: the family's, a batch of one), check the graph, then
+    compare onnxruntime with torch on ``batch`` (3 faces) and on its first face alone."""
     import onnx
 
-    path = to_onnx(model.eval(), tmp_path / "model.onnx")
+    path = to_onnx(model.eval(), tmp_path / "model.onnx", example=example)
     onnx.checker.check_model(str(path))
     for inputs in (batch, tuple(x[:1] for x in batch)):
         diff = max_difference(model, path, *inputs)
@@ -166,3 +166,47 @@ def test_fast_dhm_and_dhm(tmp_path, family):
             torch.nn.init.normal_(p, std=0.01)
     size = model.config["size"]
     assert_exports(model, tmp_path, torch.randn(3, 3, size, size))
+
+
+# --------------------------------------------------------------------------- HRNet
+def tiny_hrnet(pruned: bool):
+    """A tiny HRSuperNet (stages 2 and 3) with alphas away from 1, or the slimmed net pruned
+    from it: the whole last-stage branch 3 (every ``s3b3f*``) and one more operation gone."""
+    from lmklib.models import hrnet
+
+    torch.manual_seed(0)
+    model = hrnet.tiny_supernet(num_points=68, stages=3)
+    with torch.no_grad():
+        for a in model.alphas.values():
+            a.uniform_(0.2, 1.5)
+    if pruned:
+        keep = {n for n in model.alpha_values() if not n.startswith("s3b3f") and n != "s3b0f2"}
+        model = hrnet.prune(model, keep)
+        assert model.spec["stages"][-1]["inputs"][3] == [] and model.out_branches == [0, 1, 2]
+        assert "s3b0f2" not in model.alphas and isinstance(model.alphas["s3b0f1"],
+                                                           torch.nn.Parameter)
+    return model.eval()
+
+
+@pytest.mark.parametrize("pruned", [False, True], ids=["supernet", "slimmed"])
+def test_hrnet(tmp_path, pruned):
+    """Exported with an explicit example (2 faces at 64 px), run on 3 faces and on 1."""
+    model = tiny_hrnet(pruned)
+    images, _ = faces(64, "ibug68")
+    x = standardised(images)
+    assert_exports(model, tmp_path, x, example=(x[:2],))
+    assert names(tmp_path / "model.onnx") == (["image"], ["heatmaps"])
+
+
+def test_hrnet_default_example(tmp_path):
+    """The default example: a batch of one at the SD-HRNet quick profile's 96 px."""
+    import onnx
+
+    model = tiny_hrnet(pruned=False)
+    images, _ = faces(96, "ibug68")
+    x = standardised(images)
+    assert_exports(model, tmp_path, x)
+    image = onnx.load(str(tmp_path / "model.onnx")).graph.input[0]
+    assert [d.dim_param or d.dim_value for d in image.type.tensor_type.shape.dim] == \
+        ["batch", 3, 96, 96]
+    assert run_onnx(tmp_path / "model.onnx", x)[0].shape == (3, 68, 24, 24)
