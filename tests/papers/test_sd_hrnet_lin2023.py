@@ -479,3 +479,17 @@ def test_decode_of_logit_maps_is_shift_invariant(cfg):
     up = T.decode(maps - maps.amin((-2, -1), keepdim=True) + 0.1, cfg)    # every map > 0
     assert np.all(np.isfinite(up))
     assert np.array_equal(T.decode(maps - 100.0, cfg), up)               # the same logits
+
+
+def test_paper_profile_builds_the_papers_networks_and_runs_one_step():
+    """The paper profile (Sec. 4.3) is the same code path: its supernet and teacher are the
+    paper-width HRSuperNet and HRNetV2-W18, and one search step runs (on 2 faces at 64 px)."""
+    cfg = T.resolve_profile("paper")
+    assert (cfg["size"], cfg["batch_size"], cfg["slim"]["epochs"], cfg["distill"]["epochs"]) == (256, 16, 60, 60)
+    assert cfg["loss"] == "mse" and cfg["decode"] == "quarter_offset"
+    assert sum(p.numel() for p in T.make_supernet(cfg).parameters()) == 3_527_762
+    assert sum(p.numel() for p in T.make_teacher(cfg).parameters()) == 9_654_398
+    small = {**cfg, "size": 64, "device": "cpu", "slim": {**cfg["slim"], "epochs": 1}}
+    faces = T.synthetic_faces(2, small, seed=0)
+    model, hist = S.search(T.make_supernet(small), faces, small)
+    assert len(hist) == 1 and np.isfinite(hist["heatmap_loss"]).all()
