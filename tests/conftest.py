@@ -52,6 +52,18 @@ def _isolated_reports(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("LMK_REPORT_DIR", raising=False)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test, restored afterwards: tiny (depthwise) convolutions crawl on
+    two threads of a busy machine. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @dataclass
 class NotebookReport:
     """What a smoke run of a notebook left in its report folder."""

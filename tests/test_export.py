@@ -24,12 +24,7 @@ TOL = 1e-5
 TOL_PX = 4 * float(np.spacing(np.float32(K.IMAGE_SIZE)))      # 3.1e-5 px: 4 float32 steps at 96
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def faces(size: int, scheme: str, gray: bool = False, n: int = 3

@@ -17,13 +17,7 @@ from lmklib.models.hrnet import (HRNet, hrnetv2_spec, hrnetv2_w18, hrsupernet, l
 TINY = (2, 4, 8, 16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny depthwise convolutions crawl on two contended threads; one is 100x faster here."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- parameter counts

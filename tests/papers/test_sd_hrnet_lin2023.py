@@ -25,13 +25,7 @@ from lmklib.papers.sd_hrnet_lin2023 import slimming as S
 from lmklib.profile import count_parameters, flops
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny depthwise convolutions crawl on two contended threads; one is much faster here."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
