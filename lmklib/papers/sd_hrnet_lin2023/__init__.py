@@ -73,7 +73,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                      schedule="onecycle", milestones=()),
         slim=dict(epochs=8, lr=3e-3, alpha_lr=1e-2, l1=5e-5, weight_decay=4e-5,
                   schedule="onecycle", milestones=(), threshold=0.0017, params_ratio=0.30),
-        distill=dict(epochs=6, lr=3e-3, lambda1=4.0, lambda2=1.0, schedule="onecycle",
+        distill=dict(epochs=4, lr=3e-3, lambda1=4.0, lambda2=1.0, schedule="onecycle",
                      milestones=(), occlusion=dict(p=1.0, min_frac=0.1, max_frac=0.5)),
         table6=("teacher", "teacher_peers"),
         fig6=dict(supernets=("hrsupernet",), ratios=(0.6, 0.3, 0.15)),
