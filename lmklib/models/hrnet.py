@@ -32,8 +32,8 @@ blocks ``j`` listed in ``spec["stages"][s]["inputs"][b]`` (Eq. 1)::
   heatmaps ``[N, K, H/4, W/4]``.
 
 **Pruning** (Sec. 3.1, used by :mod:`lmklib.papers.sd_hrnet_lin2023.slimming`):
-:meth:`HRNet.masked` runs the supernet with a set of operations switched off (a removed block
-outputs zeros); :func:`pruned_spec` turns a keep-set into the spec of a real, smaller network
+:meth:`HRNet.forward` with ``keep`` runs the supernet with a set of operations switched off (a
+removed block outputs zeros); :func:`pruned_spec` turns a keep-set into the spec of a real, smaller network
 whose modules carry the same names, so its state is a subset of the supernet's (the head's first
 convolution sliced to the surviving branches) and it computes what the masked supernet computes.
 
@@ -337,10 +337,6 @@ class HRNet(nn.Module):
         # channels of the head's hidden layer go too, not only its input channels
         on = torch.tensor(present, dtype=z.dtype, device=z.device)[:, None, None]
         return self.head[3](self.head[:3](z) * on)
-
-    def masked(self, keep: set[str]):
-        """``x -> self(x, keep)``: the supernet with only the ``keep`` operations."""
-        return lambda x: self(x, keep)
 
 
 def live_ops(spec: dict[str, Any], keep: Iterable[str]) -> set[str]:

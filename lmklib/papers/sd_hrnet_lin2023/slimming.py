@@ -94,27 +94,24 @@ def slim(model: HRNet, threshold: float) -> HRNet:
     return prune(model, threshold_keep(model, threshold))
 
 
+def costs(model: HRNet, size: int) -> dict[str, int]:
+    """Parameters and FLOPs (:func:`lmklib.profile.flops`: a multiply-add is 2) of ``model`` at
+    ``size`` x ``size`` input, with and without its two-convolution head (the paper's counts
+    leave it unsaid)."""
+    f = flops(model, torch.zeros(1, model.config["in_channels"], size, size))
+    head_in = torch.zeros(1, model.head[0].in_channels, size // 4, size // 4)
+    n = count_parameters(model)
+    return {"params": n, "params_no_head": n - count_parameters(model.head),
+            "flops": f, "flops_no_head": f - flops(model.head, head_in)}
+
+
 def summary(supernet: HRNet, slimmed: HRNet, size: int) -> dict[str, Any]:
-    """What the pruning kept: operations, blocks, parameters and FLOPs (with and without the
-    head) of both networks at ``size`` x ``size`` input."""
-    x = torch.zeros(1, supernet.config["in_channels"], size, size)
-
-    def blocks(m):
-        return len(m.encoders)
-
-    def head_flops(m):
-        c = m.head[0].in_channels
-        return flops(m.head, torch.zeros(1, c, size // 4, size // 4))
-
-    out = {}
+    """What the pruning kept: operations, blocks, and :func:`costs` of both networks."""
+    out: dict[str, Any] = {}
     for name, m in (("supernet", supernet), ("slimmed", slimmed)):
-        f = flops(m, x)
         out[f"{name}_ops"] = len(spec_ops(m.spec))
-        out[f"{name}_blocks"] = blocks(m)
-        out[f"{name}_params"] = count_parameters(m)
-        out[f"{name}_params_no_head"] = count_parameters(m) - count_parameters(m.head)
-        out[f"{name}_flops"] = f
-        out[f"{name}_flops_no_head"] = f - head_flops(m)
+        out[f"{name}_blocks"] = len(m.encoders)
+        out.update({f"{name}_{k}": v for k, v in costs(m, size).items()})
     return out
 
 
@@ -140,23 +137,23 @@ def threshold_for_ratio(model: HRNet, ratio: float, size: int | None = None,
     full = cost(model)
     cands = sorted({abs(v) for v in model.alpha_values().values()})
 
-    def fits(i: int) -> bool:
+    def usable(i: int) -> bool:     # something still reaches the head
         try:
-            return cost(slim(model, cands[i] + 1e-12)) <= ratio * full
-        except ValueError:          # nothing left reaches the head
+            slim(model, cands[i] + 1e-12)
+            return True
+        except ValueError:
             return False
 
-    ok = [i for i in (len(cands) - 1,) if fits(i)]
-    lo, hi = 0, len(cands) - 1
-    if not ok:        # the ratio is only reached when nothing is left: take the largest usable
-        while hi >= 0:
-            try:
-                slim(model, cands[hi] + 1e-12)
-                break
-            except ValueError:
-                hi -= 1
-        if hi < 0 or not fits(hi):
-            raise ValueError(f"no threshold keeps at most {ratio} of the {measure}")
+    def fits(i: int) -> bool:
+        return cost(slim(model, cands[i] + 1e-12)) <= ratio * full
+
+    # usable and cost both fall as the threshold rises: bisect on the usable prefix
+    hi = len(cands) - 1
+    while hi >= 0 and not usable(hi):
+        hi -= 1
+    if hi < 0 or not fits(hi):
+        raise ValueError(f"no threshold keeps at most {ratio} of the {measure}")
+    lo = 0
     while lo < hi:
         mid = (lo + hi) // 2
         if fits(mid):
