@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import MaxPool2x2
+
 MODES = ("cnn", "acn", "acn1bit", "xnor")
 """``cnn`` full precision; ``acn`` binary kernels (Eq. 3); ``acn1bit`` binary kernels and
 activations; ``xnor`` XNOR-Net (binary kernels with per-filter scale, binary activations)."""
@@ -250,7 +252,7 @@ class LandmarkNet(nn.Module):
                 units.append(conv_unit(mode, cin, cout, k, pad, first, theta))
                 cin, first = cout, False
             if s < 3:
-                units.append(nn.MaxPool2d(2))
+                units.append(MaxPool2x2())
             stages.append(nn.Sequential(*units))
         self.features = nn.ModuleList(stages)
         with torch.no_grad():

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import max_pool2x2
+
 POINTS = ("left_eye", "right_eye", "nose_tip", "left_mouth_corner", "right_mouth_corner")
 POINT_ABBR = ("LE", "RE", "N", "LM", "RM")
 STAGE1_NETS = ("F1", "EN1", "NM1")
@@ -101,7 +103,7 @@ class Stage1Net(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, 3, 39, 39]`` (standardised) -> ``[B, out_dim]``."""
         for name in self.convs:
-            x = F.max_pool2d(F.relu(getattr(self, name)(x)), 2)
+            x = max_pool2x2(F.relu(getattr(self, name)(x)))
         x = F.dropout(F.relu(self.fc1(x.flatten(1))), self.dropout, self.training)
         return self.fc2(x)
 
@@ -185,7 +187,7 @@ class NetGroup(nn.Module):
             # the float sums differ from channels-first in the last bits)
             h = h.contiguous(memory_format=torch.channels_last)
         for name in first.convs:                                       # grouped: groups = G
-            h = F.max_pool2d(F.relu(F.conv2d(h, w[name + ".w"], w[name + ".b"], groups=g)), 2)
+            h = max_pool2x2(F.relu(F.conv2d(h, w[name + ".w"], w[name + ".b"], groups=g)))
         h = h.reshape(b, g, -1).transpose(0, 1)                        # [G, B, in], per-net order
         h = F.relu(torch.baddbmm(w["fc1.b"], h, w["fc1.w"]))
         h = F.dropout(h, first.dropout, self.training)

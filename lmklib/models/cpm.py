@@ -20,6 +20,7 @@ from torch import nn
 
 from ..data.heatmaps import heatmap_loss
 from .acn import MODES, conv_unit
+from .layers import MaxPool2x2
 
 
 class CPM(nn.Module):
@@ -54,8 +55,8 @@ class CPM(nn.Module):
             return conv_unit(mode, cin, cout, k, k // 2, first, theta)
 
         self.features = nn.Sequential(
-            unit(in_channels, w1, 3, first=True), unit(w1, w2, 3), nn.MaxPool2d(2),
-            unit(w2, w3, 3), unit(w3, w4, 3), nn.MaxPool2d(2),
+            unit(in_channels, w1, 3, first=True), unit(w1, w2, 3), MaxPool2x2(),
+            unit(w2, w3, 3), unit(w3, w4, 3), MaxPool2x2(),
             unit(w4, stage_channels, 3))
         c = stage_channels
         self.stages = nn.ModuleList()

@@ -66,6 +66,7 @@ import torch
 from torch import nn
 
 from ..data.heatmaps import diffusion_heatmaps
+from .layers import MaxPool2x2
 
 VARIANTS: dict[str, dict] = {
     "fast_dhm": dict(prior_channels=3, steps=4),   # 3D DHM prior + fast recurrent module
@@ -239,7 +240,7 @@ def reduced_vgg(in_channels: int, width: int = 1) -> nn.Sequential:
     layers: list[nn.Module] = []
     cin = in_channels
     for c in (16 * width, 32 * width, 64 * width, 128 * width):
-        layers += [conv_bn_relu(cin, c, 3), nn.MaxPool2d(2)]
+        layers += [conv_bn_relu(cin, c, 3), MaxPool2x2()]
         cin = c
     return nn.Sequential(*layers)
 

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import MaxPool2x2
+
 NUM_POINTS = 15
 IMAGE_SIZE = 96
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -182,7 +184,7 @@ class KeypointCNN(nn.Module):
         layers: list[nn.Module] = []
         c, s = 1, image_size
         for out, k in zip(channels, kernels):
-            layers += [nn.Conv2d(c, out, k), ACTIVATIONS[activation](), nn.MaxPool2d(2)]
+            layers += [nn.Conv2d(c, out, k), ACTIVATIONS[activation](), MaxPool2x2()]
             c, s = out, (s - k + 1) // 2
         if s < 1:
             raise ValueError(f"image_size {image_size} is too small for {len(channels)} blocks")
@@ -209,8 +211,8 @@ class PatchRefiner(nn.Module):
         self.patch, self.num_points = patch, num_points
         act = ACTIVATIONS[activation]
         self.features = nn.Sequential(
-            nn.Conv2d(k, k * c1, 3, groups=k), act(), nn.MaxPool2d(2),
-            nn.Conv2d(k * c1, k * c2, 3, groups=k), act(), nn.MaxPool2d(2))
+            nn.Conv2d(k, k * c1, 3, groups=k), act(), MaxPool2x2(),
+            nn.Conv2d(k * c1, k * c2, 3, groups=k), act(), MaxPool2x2())
         s = ((patch - 2) // 2 - 2) // 2
         if s < 1:
             raise ValueError(f"patch {patch} is too small (needs >= 10 pixels)")
