@@ -221,6 +221,10 @@ class PatchRefiner(nn.Module):
 
     def forward(self, images: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
         patches = extract_patches(images, centres, self.patch)             # [N, K, P, P]
+        if not self.training:
+            # inference: oneDNN's grouped convs are faster channels-last on a CPU (0.22 -> 0.15
+            # ms at batch 1; the float sums differ from channels-first in the last bits)
+            patches = patches.contiguous(memory_format=torch.channels_last)
         f = self.features(patches)                                         # [N, K*c2, s, s]
         f = f.reshape(f.shape[0], self.num_points, -1)                     # per-point features
         return centres + self.head(f) * (self.patch / 2)
