@@ -150,19 +150,24 @@ def synthetic_faces(n: int, cfg: dict, seed: int) -> FaceCrops:
 
 
 def dataset_faces(folder: str | Path, name: str, split: str, cfg: dict,
-                  n: int | None = None) -> FaceCrops:
+                  n: int | None = None, **loader_kw) -> FaceCrops:
     """Tables 3-5's other sets, from the catalog's loader: ``masked_300w`` (the 300-W layout:
-    resized whole, like 300-W), ``cofw`` / ``wflw`` (the dataset's face boxes, made square and
-    enlarged 1.25x as the HRNet lineage crops them, resized to ``size``)."""
+    resized whole, like 300-W; a split missing one of its folders raises FileNotFoundError
+    rather than pass for the whole split), ``cofw`` / ``wflw`` (the dataset's face boxes, made
+    square and enlarged 1.25x as the HRNet lineage crops them, resized to ``size``).
+    ``loader_kw`` go to the loader (WFLW's ``subset``)."""
     from ...data.catalog import get_entry
     from ...data.faces import CropPolicy, fixed_subset, load_face_crops
 
     entry = get_entry(name)
-    ds = entry.loader_class()(folder, split=split, image_mode="RGB") if name == "masked_300w" \
-        else entry.loader_class()(folder, split=split)
+    if name == "masked_300w":
+        loader_kw = {"image_mode": "RGB", "missing_ok": False, **loader_kw}
+    ds = entry.loader_class()(folder, split=split, **loader_kw)
     pol = CropPolicy(cfg["size"], "RGB", box="image") if name == "masked_300w" else \
         CropPolicy(cfg["size"], "RGB", box="data", scale=1.25)
-    return load_face_crops(ds, pol, name=f"{entry.title} {split}", indices=fixed_subset(len(ds), n))
+    subset = loader_kw.get("subset")
+    label = f"{entry.title} {split}" + (f" ({subset})" if subset else "")
+    return load_face_crops(ds, pol, name=label, indices=fixed_subset(len(ds), n))
 
 
 def occluded_lower_face(faces: FaceCrops, seed: int = 0, fill: str = "noise") -> FaceCrops:
@@ -269,6 +274,14 @@ def train_plain(model: HRNet, faces: FaceCrops, cfg: dict, settings: dict, seed:
                seed=seed, progress=progress, desc=desc, device=device(cfg),
                checkpoint=checkpoint, tag=desc or None)
     return model.cpu().eval(), hist
+
+
+def fine_tune(slimmed: HRNet, faces: FaceCrops, cfg: dict, seed: int = 0, desc: str = "",
+              progress: bool = False, checkpoint=None):
+    """The undistilled S-HRNet: the slimmed network fine-tuned on the heatmap loss alone, with
+    the students' settings (``cfg["distill"]``: rate, epochs, schedule) and no weight decay."""
+    return train_plain(slimmed, faces, cfg, {**cfg["distill"], "weight_decay": 0.0}, seed=seed,
+                       desc=desc, progress=progress, checkpoint=checkpoint)
 
 
 # --------------------------------------------------------------------------- evaluation
