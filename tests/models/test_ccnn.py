@@ -170,3 +170,33 @@ def test_window_extent_known_answers():
                           torch.tensor([[0.08, 0.08]] * 5 + [[0.09, 0.09]] * 5))
     with pytest.raises(ValueError, match="window_extent must be 'half' or 'full'"):
         CCNNConfig(window_extent="side").local_window_sizes(2)
+
+
+# --------------------------------------------------------------------------- inference details
+def test_standardise_known_answer_and_torch_std():
+    from lmklib.models.ccnn import standardise
+
+    crop = torch.tensor([1.0, 3.0]).view(1, 1, 1, 1, 2)          # mean 2, unbiased std sqrt(2)
+    assert torch.allclose(standardise(crop, eps=0.0).flatten(), torch.tensor([-1.0, 1.0]) / 2 ** 0.5)
+    x = torch.rand(2, 3, 3, 15, 15, generator=torch.Generator().manual_seed(0)) * 255
+    ref = (x - x.mean((-3, -2, -1), keepdim=True)) / (x.std((-3, -2, -1), keepdim=True) + 1e-5)
+    assert torch.allclose(standardise(x), ref, atol=1e-5)
+    # a permuted (non-contiguous) crop set, as sample_windows returns it
+    y = x.permute(0, 2, 1, 3, 4).contiguous().permute(0, 2, 1, 3, 4)
+    assert not y.is_contiguous() and torch.allclose(standardise(y), ref, atol=1e-5)
+
+
+def test_packed_weights_cache_sees_in_place_changes_and_replaced_layers():
+    group = ccnn().stage2.eval()
+    x = torch.rand(1, 10, 3, 15, 15)
+    with torch.no_grad():
+        before = group(x)
+        assert torch.equal(group(x), before)                     # cached
+        group.nets[3].fc2.bias.add_(1.0)                          # an in-place update (optimizer)
+        after = group(x)
+        assert torch.allclose(after[:, 3] - before[:, 3], torch.ones(2))
+        assert torch.equal(after[:, :3], before[:, :3])
+        group.nets[3].fc2 = torch.nn.Linear(60, 2)               # a replaced layer
+        torch.nn.init.zeros_(group.nets[3].fc2.weight)
+        torch.nn.init.constant_(group.nets[3].fc2.bias, 7.0)
+        assert torch.equal(group(x)[:, 3], torch.full((1, 2), 7.0))
