@@ -352,10 +352,12 @@ def record(name: str, value: float, paper: PaperValue | None = None, unit: str =
 def with_unit(values, unit: str) -> list:
     """Measured values (timings, speed-ups) for display, each as ``"<3 digits> <unit>"`` (NaN kept):
     a displayed table keeps saved tables' plain numbers out of the text that a re-run compares,
-    and ``tests/nbval_sanitize.cfg`` masks exactly this form."""
+    and ``tests/nbval_sanitize.cfg`` masks exactly this form. The number is right-aligned in 8
+    characters: pandas sizes a column (and pads its header) by its widest value, so "0.0987 s"
+    in one run and "0.105 s" in the next would move the header, which the mask cannot reach."""
     import pandas as pd
 
-    return [v if pd.isna(v) else f"{v:.3g} {unit}" for v in values]
+    return [v if pd.isna(v) else f"{f'{v:.3g}':>8} {unit}" for v in values]
 
 
 def slug(text: str) -> str:

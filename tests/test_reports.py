@@ -82,3 +82,26 @@ def test_report_files_get_the_mode_open_would_give(tmp_path, umask, mode):
         assert reports._umask() == umask
     finally:
         os.umask(old)
+
+
+def test_measured_columns_mask_to_the_same_text_whatever_the_times():
+    """A displayed table of timings must sanitise to one text for any measured values: pandas
+    pads the header to the widest value, so the values' width may not depend on them."""
+    import re
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    cfg = (Path(__file__).parent / "nbval_sanitize.cfg").read_text()
+    rule = re.search(r"\[measured times.*?\nregex: ([^\n]*)\nreplace: ([^\n]*)\n", cfg, re.S)
+    pattern, replace = rule.group(1), rule.group(2).replace("\\1", r"\1")
+
+    def shown(seconds):
+        table = pd.DataFrame({"method": ["a", "b"], "nme": [1.5, 2.25]})
+        table["train s"] = reports.with_unit(seconds, "s")
+        return re.sub(pattern, replace, table.to_string())
+
+    assert reports.with_unit([0.0987, 12.0, np.nan], "s")[:2] == ["  0.0987 s", "      12 s"]
+    texts = {shown(s) for s in ([0.0987, 0.11], [0.105, 1.23e3], [10.0, 9.5], [123456.0, 0.001])}
+    assert len(texts) == 1, texts
