@@ -344,8 +344,10 @@ def test_ctrl_c_exits_130_with_one_line_and_no_temporary_folder(notebooks, tmp_p
     notebook(notebooks / "c_slow.ipynb", SLOW.format(name="c_slow"))
     reports_dir = tmp_path / "reports"
     previous = fake_report(reports_dir / "c_slow", "c_slow", "previous")
+    # as a terminal's foreground job: SIGINT at its default (a suite started in the background
+    # of a non-interactive shell ignores it, and lmk, rightly, keeps an ignored SIGINT ignored)
     proc = lmk("reproduce", "c_slow", "--notebooks", notebooks, "--reports", reports_dir,
-               "--no-progress")
+               "--no-progress", preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for(lambda: list(reports_dir.glob(".tmp-c_slow-*/results.json")), 120, proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
