@@ -77,6 +77,16 @@ class NotebookReport:
     def results(self) -> dict:
         return self.report["results"]
 
+    def expect(self, figures: set[str], tables: set[str], models: set[str]) -> "NotebookReport":
+        """Assert that the run saved at least ``figures`` and ``tables``, and exactly ``models``,
+        each as its state (``models/<name>.pt``) and its card (``models/<name>.json``)."""
+        assert figures <= self.figures, figures - self.figures
+        assert tables <= self.tables, tables - self.tables
+        assert set(self.report["models"]) == models
+        for suffix in ("pt", "json"):
+            assert {p.stem for p in (self.folder / "models").glob(f"*.{suffix}")} == models, suffix
+        return self
+
 
 @pytest.fixture
 def run_smoke_notebook():

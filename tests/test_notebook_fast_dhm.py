@@ -14,11 +14,8 @@ KEYS = ("fast_dhm_nme_mean", "fast_dhm_x2_nme_mean", "dhm_nme_mean", "mean_shape
 @pytest.fixture
 def run(run_smoke_notebook):
     def _run(reports_root, data_root):
-        rep = run_smoke_notebook("02_fast_dhm", reports_root, data_root)
-        assert FIGURES <= rep.figures
-        assert TABLES <= rep.tables
-        assert set(rep.report["models"]) == {"fast_dhm", "fast_dhm_x2"}
-        return rep
+        return run_smoke_notebook("02_fast_dhm", reports_root, data_root).expect(
+            FIGURES, TABLES, {"fast_dhm", "fast_dhm_x2"})
     return _run
 
 

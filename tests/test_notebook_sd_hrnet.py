@@ -16,11 +16,8 @@ NME_KEYS = ("sd_hrnet_nme_common", "s_hrnet_nme_common", "hrsupernet_nme_common"
 @pytest.fixture
 def run(run_smoke_notebook):
     def _run(reports_root, data_root):
-        rep = run_smoke_notebook("04_sd_hrnet", reports_root, data_root)
-        assert FIGURES <= rep.figures, FIGURES - rep.figures
-        assert TABLES <= rep.tables, TABLES - rep.tables
-        assert set(rep.report["models"]) == {"sd_hrnet", "s_hrnet"}
-        return rep
+        return run_smoke_notebook("04_sd_hrnet", reports_root, data_root).expect(
+            FIGURES, TABLES, {"sd_hrnet", "s_hrnet"})
     return _run
 
 
