@@ -99,28 +99,35 @@ class Latency:
 
 
 def latency(model: nn.Module, example: torch.Tensor, threads: int = 1, warmup: int = 5,
-            runs: int = 30, min_seconds: float = 0.0) -> Latency:
-    """Time ``model(example)`` on the CPU with ``threads`` intra-op threads (no grad, eval mode).
+            runs: int = 30, min_seconds: float = 0.0, device: str = "cpu") -> Latency:
+    """Time ``model(example)`` (no grad, eval mode) on ``device``: the CPU with ``threads``
+    intra-op threads, or a GPU (``"cuda"``), synchronised around each call.
 
-    The thread setting is restored afterwards. ``per_item_ms`` = median / batch size.
+    The model is moved to ``device`` and back, and the thread setting is restored afterwards.
+    ``per_item_ms`` = median / batch size.
     """
     old_threads = torch.get_num_threads()
     was_training = model.training
-    model.eval()
+    home = next(model.parameters(), torch.empty(0)).device
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    model.eval().to(device)
+    example = example.to(device)
     torch.set_num_threads(threads)
     times = []
     try:
         with torch.inference_mode():
             for _ in range(warmup):
                 model(example)
+            sync()
             start = time.perf_counter()
             while len(times) < runs or time.perf_counter() - start < min_seconds:
                 t0 = time.perf_counter()
                 model(example)
+                sync()
                 times.append((time.perf_counter() - t0) * 1e3)
     finally:
         torch.set_num_threads(old_threads)
-        model.train(was_training)
+        model.to(home).train(was_training)
     t = np.array(times)
     med = float(np.median(t))
     return Latency(batch=int(example.shape[0]), threads=threads, median_ms=med,

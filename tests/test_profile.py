@@ -50,3 +50,17 @@ def test_latency_restores_threads_and_reports_batch():
     table = profile.latency_table(nn.Linear(4, 2), torch.zeros(1, 4), batch=4, threads=(1,),
                                   warmup=1, runs=3)
     assert table["batch"].tolist() == [1, 4]
+
+
+def test_latency_restores_the_models_mode_and_device():
+    model = nn.Sequential(nn.Linear(4, 2), nn.Dropout(0.5)).train()
+    profile.latency(model, torch.zeros(2, 4), warmup=1, runs=2)
+    assert model.training and next(model.parameters()).device.type == "cpu"
+    assert profile.latency(nn.ReLU(), torch.zeros(2, 4), warmup=1, runs=2).runs == 2   # no weights
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_latency_on_the_gpu_moves_the_model_there_and_back():
+    model = nn.Linear(4, 2)
+    lat = profile.latency(model, torch.zeros(2, 4), warmup=1, runs=3, device="cuda")
+    assert lat.runs == 3 and lat.median_ms > 0 and next(model.parameters()).device.type == "cpu"

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import io
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -393,16 +392,8 @@ def speed(model: torch.nn.Module, cfg: dict, runs: int | None = None) -> dict[st
     out = {"cpu_fps": 1e3 / lat.median_ms, "cpu_ms": lat.median_ms,
            "params": count_parameters(model), "stored_bytes": len(buf.getvalue())}
     if torch.cuda.is_available():   # Table I's GPU column, batch 1, when a GPU is present
-        m, xg = copy.deepcopy(model).cuda().eval(), x.cuda()
-        with torch.inference_mode():
-            for _ in range(10):
-                m(xg)
-            torch.cuda.synchronize()
-            t0, n = time.perf_counter(), runs or cfg["bench"]["runs"]
-            for _ in range(n):
-                m(xg)
-            torch.cuda.synchronize()
-        out["gpu_fps"] = n / (time.perf_counter() - t0)
+        gpu = latency(model, x, warmup=10, runs=runs or cfg["bench"]["runs"], device="cuda")
+        out["gpu_fps"] = 1e3 / gpu.median_ms
     return out
 
 
