@@ -314,6 +314,13 @@ def test_threshold_for_ratio_is_the_smallest_alpha_within_the_budget():
             assert count_parameters(S.slim(model, cands[i - 1] + 1e-12)) > ratio * full_p
 
 
+def test_profile_threshold_is_the_ratios_or_the_papers():
+    model = _flops_case()[0]
+    by_ratio = {"slim": {"params_ratio": 0.7, "threshold": 0.0017}}
+    assert S.profile_threshold(model, by_ratio) == S.threshold_for_ratio(model, 0.7)
+    assert S.profile_threshold(model, {"slim": {"params_ratio": None, "threshold": 0.0017}}) == 0.0017
+
+
 def test_threshold_for_ratio_below_the_smallest_network_raises():
     model, full, cands, slim_flops = _flops_case()
     smallest = min(f for f in (slim_flops(c + 1e-12) for c in cands) if f > 0)
@@ -394,6 +401,9 @@ def test_search_history_and_slim(cfg, faces, searched):
     x = T.loader(faces, cfg, 0).dataset.tensors[0][:4]
     with torch.no_grad():
         assert torch.allclose(small(x), model.eval()(x, keep), atol=1e-5)
+    # the undistilled S-HRNet: the students' settings, or as many epochs as asked (Fig. 6: one)
+    tuned, h = T.fine_tune(S.slim(model, t), faces, cfg, epochs=2)
+    assert len(h) == 2 and cfg["distill"]["epochs"] == 1
     summ = S.summary(model, small, cfg["size"])
     assert summ["supernet_ops"] == n_ops and summ["slimmed_ops"] == len(live)
     assert summ["slimmed_flops"] < summ["supernet_flops"]

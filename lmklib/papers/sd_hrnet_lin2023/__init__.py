@@ -277,11 +277,15 @@ def train_plain(model: HRNet, faces: FaceCrops, cfg: dict, settings: dict, seed:
 
 
 def fine_tune(slimmed: HRNet, faces: FaceCrops, cfg: dict, seed: int = 0, desc: str = "",
-              progress: bool = False, checkpoint=None):
+              epochs: int | None = None, progress: bool = False, checkpoint=None):
     """The undistilled S-HRNet: the slimmed network fine-tuned on the heatmap loss alone, with
-    the students' settings (``cfg["distill"]``: rate, epochs, schedule) and no weight decay."""
-    return train_plain(slimmed, faces, cfg, {**cfg["distill"], "weight_decay": 0.0}, seed=seed,
-                       desc=desc, progress=progress, checkpoint=checkpoint)
+    the students' settings (``cfg["distill"]``: rate, epochs unless ``epochs`` is given,
+    schedule) and no weight decay."""
+    settings = {**cfg["distill"], "weight_decay": 0.0}
+    if epochs is not None:
+        settings["epochs"] = epochs
+    return train_plain(slimmed, faces, cfg, settings, seed=seed, desc=desc, progress=progress,
+                       checkpoint=checkpoint)
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -73,8 +73,7 @@ def run_recipe(name: str, folder: str | Path, cfg: dict, seed: int = 0,
     k = scheme_of(train).num_points
     sup, _ = slimming.search(make_supernet(cfg, seed=seed, num_points=k), train, cfg, seed=seed,
                              desc=f"{name} search", progress=progress)
-    ratio = cfg["slim"]["params_ratio"]
-    threshold = slimming.threshold_for_ratio(sup, ratio) if ratio else cfg["slim"]["threshold"]
+    threshold = slimming.profile_threshold(sup, cfg)
     teacher, _ = train_plain(make_teacher(cfg, seed=seed, num_points=k), train, cfg,
                              cfg["teacher"], seed=seed, desc=f"{name} teacher", progress=progress)
     plain, _ = fine_tune(slimming.slim(sup, threshold), train, cfg, seed=seed,

@@ -115,6 +115,14 @@ def summary(supernet: HRNet, slimmed: HRNet, size: int) -> dict[str, Any]:
     return out
 
 
+def profile_threshold(model: HRNet, cfg: dict) -> float:
+    """The pruning threshold of a profile for a searched ``model``: the one that keeps
+    ``cfg["slim"]["params_ratio"]`` of its parameters (:func:`threshold_for_ratio`) when the
+    profile sets a ratio, else the paper's ``cfg["slim"]["threshold"]``."""
+    ratio = cfg["slim"]["params_ratio"]
+    return threshold_for_ratio(model, ratio) if ratio else cfg["slim"]["threshold"]
+
+
 def keep_fraction(model: HRNet, threshold: float) -> float:
     """Fraction of the supernet's operations alive after pruning at ``threshold``."""
     return len(live_ops(model.spec, threshold_keep(model, threshold))) / len(spec_ops(model.spec))
