@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import max_pool2x2
+from .layers import DerivedCache, max_pool2x2
 
 POINTS = ("left_eye", "right_eye", "nose_tip", "left_mouth_corner", "right_mouth_corner")
 POINT_ABBR = ("LE", "RE", "N", "LM", "RM")
@@ -147,6 +147,7 @@ class NetGroup(nn.Module):
         super().__init__()
         self.nets = nn.ModuleList(nets)
         self.out_dims = [n.fc2.out_features for n in nets]
+        self._packed = DerivedCache()
 
     def __len__(self) -> int:
         return len(self.nets)
@@ -165,10 +166,12 @@ class NetGroup(nn.Module):
         layer zero-padded to the widest net). Built from the parameters, so gradients reach each
         net; without gradients the packing is cached until a parameter changes."""
         params = self._packed_sources()
-        caching = not torch.is_grad_enabled() or not any(p.requires_grad for p in params)
-        key = tuple(p._version for p in params) + tuple(p.data_ptr() for p in params)
-        if caching and getattr(self, "_packed_key", None) == key:
-            return self._packed_cache
+        if not torch.is_grad_enabled() or not any(p.requires_grad for p in params):
+            return self._packed.get(params, lambda: {k: v.detach() for k, v in
+                                                     self._pack().items()})
+        return self._pack()
+
+    def _pack(self) -> dict[str, torch.Tensor]:
         nets, out = list(self.nets), max(self.out_dims)
         packed = {}
         for name in nets[0].convs:
@@ -180,8 +183,6 @@ class NetGroup(nn.Module):
                                        for n, d in zip(nets, self.out_dims)])
         packed["fc2.b"] = torch.stack([F.pad(n.fc2.bias, (0, out - d))
                                        for n, d in zip(nets, self.out_dims)])[:, None]
-        if caching:
-            self._packed_key, self._packed_cache = key, {k: v.detach() for k, v in packed.items()}
         return packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

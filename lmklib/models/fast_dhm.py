@@ -66,7 +66,7 @@ import torch
 from torch import nn
 
 from ..data.heatmaps import diffusion_heatmaps
-from .layers import MaxPool2x2
+from .layers import ConvBNAct, FastConv2d, MaxPool2x2
 
 VARIANTS: dict[str, dict] = {
     "fast_dhm": dict(prior_channels=3, steps=4),   # 3D DHM prior + fast recurrent module
@@ -90,9 +90,8 @@ def fast_cnn_channels(width: int = 1, rnn_width: int = 1) -> list[tuple[int, int
 def conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1
                  ) -> nn.Sequential:
     """``conv (no bias, 'same' padding) -> BN -> ReLU``."""
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups,
-                                   bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return ConvBNAct(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+                     nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class SeparableBlock(nn.Sequential):
@@ -114,12 +113,12 @@ class FastRecurrent(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         c = channels
-        self.d_i = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=True)
-        self.w_hh = nn.Conv2d(c, c, 1, bias=False)
-        self.d_h = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
+        self.d_i = FastConv2d(c, c, 3, padding=1, groups=c, bias=True)
+        self.w_hh = FastConv2d(c, c, 1, bias=False)
+        self.d_h = FastConv2d(c, c, 3, padding=1, groups=c, bias=False)
 
     def forward(self, f: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inc = torch.tanh(self.d_i(f) + self.d_h(self.w_hh(h)))
+        inc = self.d_i(f).add_(self.d_h(self.w_hh(h))).tanh_()
         return f + inc, inc
 
 

@@ -50,6 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import DerivedCache, conv_bn_act
+
 UNITS = ("mbconv", "basic", "bottleneck")
 
 
@@ -65,8 +67,14 @@ class MBConv(nn.Module):
         self.bn1 = nn.BatchNorm2d(c)
         self.pw = nn.Conv2d(c, c, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(c)
+        self._folded = (DerivedCache(), DerivedCache())
 
     def forward(self, x):
+        if not self.training:          # inference: BNs folded, the depthwise conv in C
+            y = conv_bn_act(x, self.dw, self.bn1, "relu6", self._folded[0])
+            z = None if y is None else conv_bn_act(y, self.pw, self.bn2, None, self._folded[1])
+            if z is not None:
+                return z.add_(x)
         return x + self.bn2(self.pw(F.relu6(self.bn1(self.dw(x)))))
 
 

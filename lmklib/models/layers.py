@@ -1,10 +1,58 @@
-"""Small layers shared by the architecture files."""
+"""Small layers shared by the architecture files, and their inference fast paths.
+
+A fast path runs only at inference: outside autograd (no tensor involved needs a gradient, or
+grad mode is off) and outside tracing and scripting, so that training keeps ATen's kernels and
+their gradients and ONNX export keeps the standard operators. It computes the same function;
+its float sums may be ordered differently (``tests/models/test_layers.py`` bounds the
+difference).
+"""
 
 from __future__ import annotations
+
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+try:
+    from . import _depthwise
+except ImportError as e:   # the C source is in the tree, the built module is not
+    raise ImportError("lmklib's compiled depthwise kernel (lmklib/models/_depthwise.c) is not "
+                      "built: reinstall with `pip install -e .` (needs a C compiler and the "
+                      f"Python headers) ({e})") from e
+
+
+def inference(*tensors: torch.Tensor | None) -> bool:
+    """Whether a fast path may run on ``tensors``: no autograd (grad mode off, or none of them
+    requires a gradient), no tracing, no scripting."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad
+                                                  for t in tensors)
+
+
+class DerivedCache:
+    """A value computed from some tensors (folded or packed weights), kept until one of them
+    changes: updated in place (its version counter moves, as an optimiser step or
+    ``load_state_dict`` does) or replaced by another tensor."""
+
+    def __init__(self):
+        self._sources: tuple[torch.Tensor, ...] = ()
+        self._versions: tuple[int, ...] = ()
+        self._value = None
+
+    def get(self, sources: Sequence[torch.Tensor], build: Callable[[], object]):
+        try:
+            versions = tuple(t._version for t in sources)
+        except RuntimeError:   # an inference tensor has no version counter: nothing is kept
+            self._sources, self._versions, self._value = (), (), None
+            return build()
+        if (versions != self._versions or len(sources) != len(self._sources)
+                or any(a is not b for a, b in zip(sources, self._sources))):
+            self._value = build()
+            self._sources, self._versions = tuple(sources), versions
+        return self._value
 
 
 def max_pool2x2(x: torch.Tensor) -> torch.Tensor:
@@ -14,8 +62,7 @@ def max_pool2x2(x: torch.Tensor) -> torch.Tensor:
     measured in ``benchmarks/bench_inference.py``). Training keeps ATen's kernel and its
     gradient (one winner per window; ``torch.maximum`` would split ties)."""
     h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
-    if (torch.is_grad_enabled() and x.requires_grad) or torch.jit.is_tracing() \
-            or torch.jit.is_scripting() or h == 0 or w == 0:
+    if not inference(x) or h == 0 or w == 0:
         return F.max_pool2d(x, 2)                      # (and ATen's error for a too small map)
     rows = torch.maximum(x[..., 0:h:2, :w], x[..., 1:h:2, :w])
     return torch.maximum(rows[..., 0::2], rows[..., 1::2])
@@ -29,3 +76,186 @@ class MaxPool2x2(nn.MaxPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return max_pool2x2(x)
+
+
+# --------------------------------------------------------------------------- convolutions
+# Batch-1 inference of small maps is dominated by per-call costs, so the fast paths below keep
+# their Python short: arrays for the C loop and matrices for the products are prepared once
+# (cached with the folded weights in ConvBNAct) and each call checks little.
+_ACTS = {None: 0, "relu": 1, "relu6": 2}
+
+
+def activate(y: torch.Tensor, act: str | None) -> torch.Tensor:
+    """``act`` (None, ``"relu"`` or ``"relu6"``) applied to ``y`` in place."""
+    if act is None:
+        return y
+    return y.relu_() if act == "relu" else y.clamp_(0.0, 6.0)
+
+
+def _cpu_float(*tensors: torch.Tensor | None) -> bool:
+    return all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32)
+               for t in tensors)
+
+
+def _array(t: torch.Tensor | None):
+    """``t`` as a contiguous numpy array, sharing its memory where it can (None stays None)."""
+    if t is None:
+        return None
+    if t.requires_grad:
+        t = t.detach()
+    return (t if t.is_contiguous() else t.contiguous()).numpy()
+
+
+def _depthwise_loop(x: torch.Tensor, w, b, stride: int, act: int) -> torch.Tensor:
+    """The C loop on a CPU float32 ``x`` with prepared arrays ``w`` ``[C, 1, 3, 3]``, ``b``."""
+    n, c, h, wd = x.shape
+    ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
+    out = torch.empty(n, c, ho, wo)
+    _depthwise.depthwise3x3(_array(x), w, b, out.numpy(), n, c, h, wd, stride, ho, wo, act)
+    return out
+
+
+def _matmul_1x1(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """A 1x1 convolution as matrix products: ``w`` ``[O, C]``, ``b`` ``[O, 1]`` or None."""
+    n, c, h, wd = x.shape
+    if n == 1:
+        y = torch.mm(w, x.reshape(c, h * wd)) if b is None \
+            else torch.addmm(b, w, x.reshape(c, h * wd))
+    else:
+        y = torch.matmul(w, x.reshape(n, c, h * wd))
+        if b is not None:
+            y.add_(b)
+    return y.view(n, -1, h, wd)
+
+
+def _fast_ok(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
+    return inference(x, *params) and _cpu_float(x, *params) and x.dim() == 4 and x.numel() > 0
+
+
+def depthwise3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                 stride: int = 1, act: str | None = None) -> torch.Tensor:
+    """Depthwise 3x3 convolution, zero padding 1: ``F.conv2d(x, weight, bias, stride, 1,
+    groups=C)`` then ``act``; ``weight`` ``[C, 1, 3, 3]``.
+
+    At inference on CPU float32 it runs in the compiled loop of ``_depthwise.c``, bias and
+    activation included: ATen's depthwise convolution costs 40-70 us per call at batch 1 on
+    4x4 to 32x32 maps whatever their size, the loop 5-25 us (one thread)."""
+    if x.dim() != 4 or x.shape[1] != weight.shape[0] or tuple(weight.shape[1:]) != (1, 3, 3):
+        raise ValueError(f"depthwise3x3 needs x [N, C, H, W] and weight [C, 1, 3, 3], got "
+                         f"{list(x.shape)} and {list(weight.shape)}")
+    if not _fast_ok(x, weight, bias):
+        return activate(F.conv2d(x, weight, bias, stride, 1, 1, x.shape[1]), act)
+    return _depthwise_loop(x, _array(weight), _array(bias), stride, _ACTS[act])
+
+
+def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+            act: str | None = None) -> torch.Tensor:
+    """1x1 convolution ``F.conv2d(x, weight, bias)`` then ``act``; ``weight``
+    ``[O, C, 1, 1]``. At inference on CPU float32 it is a matrix product (ATen's 1x1
+    convolution takes its im2col path at batch 1, about twice as long)."""
+    if not _fast_ok(x, weight, bias):
+        return activate(F.conv2d(x, weight, bias), act)
+    w = weight.detach().view(weight.shape[0], -1)
+    return activate(_matmul_1x1(x, w, None if bias is None else bias.detach().view(-1, 1)), act)
+
+
+def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(w, b)`` of the convolution equal to ``conv(weight, bias)`` followed by ``bn`` in eval
+    mode (its running statistics): ``w = weight s``, ``b = (bias - mean) s + beta``,
+    ``s = gamma / sqrt(var + eps)``; detached and contiguous."""
+    with torch.inference_mode(False), torch.no_grad():   # plain tensors, even if called there
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        b = -bn.running_mean * scale if bias is None else (bias - bn.running_mean) * scale
+        if bn.bias is not None:
+            b = b + bn.bias
+        w = weight * scale.view(-1, *[1] * (weight.dim() - 1))
+    return w.detach().contiguous(), b.detach().contiguous()
+
+
+def _fold_plan(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, act: str | None):
+    """What :func:`conv_bn_act` runs: the (folded) weights, prepared for the kind of conv."""
+    if bn is None:
+        w = conv.weight.detach().contiguous()
+        b = None if conv.bias is None else conv.bias.detach().contiguous()
+    else:
+        w, b = fold_batchnorm(conv.weight, conv.bias, bn)
+    if conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1 \
+            and conv.padding in ((0, 0), "valid"):
+        return "1x1", w.view(w.shape[0], -1), None if b is None else b.view(-1, 1), act
+    if conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.dilation == (1, 1) \
+            and conv.groups == conv.in_channels == conv.out_channels \
+            and conv.stride[0] == conv.stride[1]:
+        return "dw3x3", w.numpy(), None if b is None else b.numpy(), conv.stride[0], _ACTS[act], w, b
+    return "conv", w, b, act
+
+
+def conv_bn_act(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, act: str | None,
+                cache: DerivedCache) -> torch.Tensor | None:
+    """``act(bn(conv(x)))`` (no BN for ``bn=None``) by the inference fast path, or None where
+    it does not apply (autograd or tracing, a BN in training mode or without running
+    statistics, another padding mode, a tensor off the CPU or not float32): the caller then
+    runs its modules.
+
+    The BN is folded into the convolution (:func:`fold_batchnorm`) and the weights prepared
+    once, kept in ``cache`` until a parameter or statistic changes; a depthwise 3x3
+    convolution (padding 1) runs in the C loop of :func:`depthwise3x3`, a 1x1 one as the matrix
+    product of :func:`conv1x1`, the activation fused; any other as ``F.conv2d``."""
+    # (the modules' own dicts: nn.Module.__getattr__ costs a few us per call at this scale)
+    cp = conv._parameters
+    if bn is None:
+        sources = [cp["weight"]] if cp.get("bias") is None else [cp["weight"], cp["bias"]]
+        stats_missing = False
+    else:
+        bp, bb = bn._parameters, bn._buffers
+        sources = [t for t in (cp["weight"], cp.get("bias"), bp.get("weight"), bp.get("bias"),
+                               bb.get("running_mean"), bb.get("running_var")) if t is not None]
+        stats_missing = bn.training or bb.get("running_mean") is None
+    if stats_missing or conv.padding_mode != "zeros" or x.dtype != torch.float32 \
+            or x.device.type != "cpu" or not inference(x, *sources):
+        return None
+    plan = cache.get(sources, lambda: _fold_plan(conv, bn, act))
+    if plan[0] == "dw3x3":
+        return _depthwise_loop(x, *plan[1:5])
+    if plan[0] == "1x1":
+        return activate(_matmul_1x1(x, plan[1], plan[2]), plan[3])
+    return activate(F.conv2d(x, plan[1], plan[2], conv.stride, conv.padding, conv.dilation,
+                             conv.groups), plan[3])
+
+
+class FastConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same arguments, same state dict) whose eval-mode inference runs
+    :func:`conv_bn_act` without a BN: a depthwise 3x3 convolution in the C loop, a 1x1 one as a
+    matrix product, their weights prepared once."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._prepared = DerivedCache()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = None if self.training else conv_bn_act(x, self, None, None, self._prepared)
+        return super().forward(x) if y is None else y
+
+
+_ACT_MODULES = {nn.ReLU: "relu", nn.ReLU6: "relu6"}
+
+
+class ConvBNAct(nn.Sequential):
+    """``conv -> BatchNorm2d (-> ReLU or ReLU6)``, an ``nn.Sequential`` of those children (so
+    its state-dict keys are ``0.*``, ``1.*``); in eval mode at inference it runs
+    :func:`conv_bn_act` (the BN folded into the convolution)."""
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, act: nn.Module | None = None):
+        if act is not None and type(act) not in _ACT_MODULES:
+            raise ValueError(f"ConvBNAct's activation is ReLU or ReLU6, got {act}")
+        super().__init__(conv, bn, *([act] if act is not None else []))
+        self._act = _ACT_MODULES[type(act)] if act is not None else None
+        self._folded = DerivedCache()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mods = self._modules
+        y = None if self.training else conv_bn_act(x, mods["0"], mods["1"], self._act,
+                                                   self._folded)
+        return super().forward(x) if y is None else y

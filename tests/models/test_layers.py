@@ -36,3 +36,183 @@ def test_training_keeps_atens_gradient():
     x = torch.zeros(1, 1, 2, 2, requires_grad=True)
     MaxPool2x2()(x).sum().backward()
     assert sorted(x.grad.flatten().tolist()) == [0.0, 0.0, 0.0, 1.0]
+
+
+# --------------------------------------------------------------------------- convolutions
+from torch import nn  # noqa: E402
+
+from lmklib.models import _depthwise  # noqa: E402
+from lmklib.models.layers import (ConvBNAct, DerivedCache, FastConv2d, conv1x1,  # noqa: E402
+                                  depthwise3x3, fold_batchnorm)
+
+
+def _torch_act(y, act):
+    return y if act is None else F.relu(y) if act == "relu" else F.relu6(y)
+
+
+@pytest.mark.parametrize("n, c, h, w, stride", [(1, 1, 1, 1, 1), (2, 3, 7, 9, 1), (1, 5, 9, 7, 2),
+                                                (3, 16, 32, 32, 2), (1, 7, 10, 5, 3),
+                                                (1, 128, 4, 4, 1)])
+@pytest.mark.parametrize("act", [None, "relu", "relu6"])
+def test_depthwise_loop_equals_conv2d(n, c, h, w, stride, act):
+    torch.manual_seed(n * 100 + c + h + stride)
+    x, weight, bias = torch.randn(n, c, h, w) * 4, torch.randn(c, 1, 3, 3), torch.randn(c)
+    ref = _torch_act(F.conv2d(x, weight, bias, stride, 1, 1, c), act)
+    with torch.inference_mode():
+        got = depthwise3x3(x, weight, bias, stride, act)
+        no_bias = depthwise3x3(x, weight, None, stride, act)
+    assert got.shape == ref.shape
+    # the same sums in another order: float32 rounding of terms up to ~4 * 4 * 9
+    assert torch.allclose(got, ref, rtol=0, atol=2e-5)
+    assert torch.allclose(no_bias, _torch_act(F.conv2d(x, weight, None, stride, 1, 1, c), act),
+                          rtol=0, atol=2e-5)
+
+
+def test_depthwise_known_answer_padding_and_nan():
+    # one channel, all-ones kernel: each output is the sum of its 3x3 neighbourhood (zero padded)
+    x = torch.arange(1., 13.).view(1, 1, 3, 4)
+    with torch.no_grad():
+        y = depthwise3x3(x, torch.ones(1, 1, 3, 3), torch.tensor([-30.]), 2, "relu")
+    # stride 2 -> outputs at (0, 0), (0, 2), (2, 0), (2, 2): sums 14, 33 (3+4+2+7+8+6+... ) etc.
+    sums = torch.tensor([[1 + 2 + 5 + 6, 2 + 3 + 4 + 6 + 7 + 8],
+                         [5 + 6 + 9 + 10, 6 + 7 + 8 + 10 + 11 + 12]], dtype=torch.float32)
+    assert torch.equal(y[0, 0], (sums - 30).clamp_min(0))
+    x[0, 0, 0, 0] = float("nan")
+    with torch.no_grad():
+        y = depthwise3x3(x, torch.ones(1, 1, 3, 3), None, 1, "relu6")
+    assert torch.isnan(y[0, 0, :2, :2]).all() and y[0, 0, 2, 3] == 6   # NaN stays NaN, as torch
+
+
+def test_depthwise_non_contiguous_input_and_bad_shapes():
+    torch.manual_seed(1)
+    x = torch.randn(2, 6, 8, 8).contiguous(memory_format=torch.channels_last)[:, ::2]
+    weight = torch.randn(3, 1, 3, 3)
+    with torch.no_grad():
+        assert torch.allclose(depthwise3x3(x, weight), F.conv2d(x, weight, None, 1, 1, 1, 3),
+                              atol=2e-5)
+    with pytest.raises(ValueError, match=r"weight \[C, 1, 3, 3\]"):
+        depthwise3x3(x, torch.randn(3, 1, 5, 5))
+    with pytest.raises(ValueError, match="x holds 4 bytes, expected 8"):
+        _depthwise.depthwise3x3(bytes(4), bytes(36), None, bytearray(8), 1, 1, 1, 2, 1, 1, 2, 0)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")
+def test_training_and_tracing_keep_torch_ops():
+    x = torch.randn(1, 2, 5, 5, requires_grad=True)
+    weight = torch.randn(2, 1, 3, 3, requires_grad=True)
+    depthwise3x3(x, weight, act="relu").sum().backward()       # autograd: the torch path
+    ref_x = x.detach().requires_grad_()
+    _torch_act(F.conv2d(ref_x, weight.detach(), None, 1, 1, 1, 2), "relu").sum().backward()
+    assert torch.equal(x.grad, ref_x.grad)
+    block = ConvBNAct(nn.Conv2d(2, 2, 3, 1, 1, groups=2, bias=False), nn.BatchNorm2d(2),
+                      nn.ReLU()).eval()
+    with torch.no_grad():                          # tracing (ONNX export): the modules' ops
+        traced = torch.jit.trace(block, x.detach())
+        torch._C._jit_pass_inline(traced.graph)
+        graph = str(traced.graph)
+    assert "aten::_convolution" in graph and "aten::batch_norm" in graph
+
+
+def test_conv1x1_equals_conv2d():
+    torch.manual_seed(2)
+    for n in (1, 3):
+        x, weight, bias = torch.randn(n, 6, 5, 7), torch.randn(4, 6, 1, 1), torch.randn(4)
+        with torch.inference_mode():
+            got = conv1x1(x, weight, bias, "relu6")
+        assert torch.allclose(got, F.relu6(F.conv2d(x, weight, bias)), atol=1e-5)
+
+
+def test_fold_batchnorm_known_answer():
+    bn = nn.BatchNorm2d(2, eps=0.0).eval()
+    bn.running_mean.copy_(torch.tensor([1., -2.]))
+    bn.running_var.copy_(torch.tensor([4., 0.25]))
+    bn.weight.data.copy_(torch.tensor([3., 1.]))
+    bn.bias.data.copy_(torch.tensor([0.5, 0.]))
+    w, b = fold_batchnorm(torch.ones(2, 1, 1, 1), torch.tensor([1., 0.]), bn)
+    # s = gamma / sqrt(var): 1.5 and 2; w = 1 * s; b = (bias - mean) s + beta = 0.5 and 4
+    assert w.flatten().tolist() == [1.5, 2.0] and b.tolist() == [0.5, 4.0]
+
+
+def _random_bn(bn):
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2)
+    bn.weight.data.normal_()
+    bn.bias.data.normal_()
+
+
+@pytest.mark.parametrize("conv", [nn.Conv2d(8, 8, 3, 2, 1, groups=8, bias=False),
+                                  nn.Conv2d(8, 5, 1, bias=True), nn.Conv2d(8, 5, 3, 1, 1)])
+@pytest.mark.parametrize("act", [None, nn.ReLU(inplace=True), nn.ReLU6()])
+def test_conv_bn_act_folds_at_inference_and_sees_updates(conv, act):
+    torch.manual_seed(3)
+    block = ConvBNAct(conv, nn.BatchNorm2d(conv.out_channels), act)
+    _random_bn(block[1])
+    x = torch.randn(2, 8, 9, 9)
+    assert list(block.state_dict()) == ["0.weight", *["0.bias"] * (conv.bias is not None),
+                                        "1.weight", "1.bias", "1.running_mean", "1.running_var",
+                                        "1.num_batches_tracked"]   # nn.Sequential's keys
+    block.eval()
+    ref = block(x)                                  # grad enabled, parameters need it: modules
+    with torch.inference_mode():
+        assert torch.allclose(block(x), ref, atol=1e-5)
+    with torch.no_grad():                           # an in-place update is seen
+        block[1].running_var.mul_(3)
+        ref = nn.Sequential(*block)(x)
+        assert torch.allclose(block(x), ref, atol=1e-5)
+    block[0].weight = nn.Parameter(torch.randn_like(block[0].weight))   # so is a replaced one
+    with torch.no_grad():
+        assert torch.allclose(block(x), nn.Sequential(*block)(x), atol=1e-5)
+    block.train()                                   # training: batch statistics, not folded
+    assert torch.equal(block(x), nn.Sequential(*block)(x))
+
+
+@pytest.mark.parametrize("args", [(6, 6, 3, 1, 1, 1, 6, True), (6, 6, 3, 2, 1, 1, 6, False),
+                                  (6, 4, 1, 1, 0, 1, 1, False), (6, 4, 3, 1, 1, 1, 2, True)])
+def test_fast_conv2d_is_a_conv2d(args):
+    torch.manual_seed(5)
+    fast = FastConv2d(*args[:7], bias=args[7]).eval()
+    plain = nn.Conv2d(*args[:7], bias=args[7])
+    plain.load_state_dict(fast.state_dict())            # the same state dict
+    x = torch.randn(2, 6, 7, 8)
+    with torch.inference_mode():
+        assert torch.allclose(fast(x), plain(x), atol=1e-5)
+        fast.weight.mul_(-1)                            # prepared weights follow an update
+        assert torch.allclose(fast(x), -plain(x) + 2 * (plain.bias.view(-1, 1, 1)
+                                                       if args[7] else 0), atol=1e-5)
+
+
+def test_conv_bn_act_refuses_other_activations():
+    with pytest.raises(ValueError, match="ReLU or ReLU6"):
+        ConvBNAct(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1), nn.Tanh())
+
+
+def test_derived_cache_rebuilds_on_change_only():
+    a, calls = torch.zeros(3), []
+    cache = DerivedCache()
+    build = lambda: calls.append(1) or len(calls)   # noqa: E731
+    assert cache.get([a], build) == 1 and cache.get([a], build) == 1
+    a.add_(1)
+    assert cache.get([a], build) == 2
+    assert cache.get([torch.zeros(3)], build) == 3           # another tensor, same values
+    with torch.inference_mode():
+        b = torch.zeros(1)
+    assert cache.get([b], build) == 4 and cache.get([b], build) == 5   # no version: not kept
+
+
+@pytest.mark.parametrize("name", ["fast_dhm", "dhm", "hrnet"])
+def test_models_inference_path_equals_module_path(name):
+    from lmklib.models.fast_dhm import dhm_tiny, fast_dhm_tiny
+    from lmklib.models.hrnet import tiny_supernet
+    torch.manual_seed(4)
+    model = {"fast_dhm": fast_dhm_tiny, "dhm": dhm_tiny, "hrnet": tiny_supernet}[name]()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            _random_bn(m)
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.05)
+    model.eval()
+    x = torch.randn(2, 3, *[model.size] * 2 if hasattr(model, "size") else (32, 32))
+    ref = model(x)                     # autograd on: every module runs as written
+    with torch.inference_mode():
+        got = model(x)
+    assert torch.allclose(got, ref, rtol=1e-4, atol=1e-5)
