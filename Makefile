@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 
 env: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml $(wildcard lmklib/models/*.c)
+$(VENV)/.installed: pyproject.toml $(wildcard lmklib/models/*.c lmklib/models/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e .

@@ -22,6 +22,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "_buffers.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,15 +80,6 @@ static void plane(const float *x, const float *k, float b, float *o, Py_ssize_t 
     }
 }
 
-static int need(Py_buffer *b, Py_ssize_t bytes, const char *name) {
-    if (b->len != bytes) {
-        PyErr_Format(PyExc_ValueError, "depthwise3x3: %s holds %zd bytes, expected %zd", name,
-                     b->len, bytes);
-        return 0;
-    }
-    return 1;
-}
-
 static PyObject *depthwise3x3(PyObject *self, PyObject *args) {
     Py_buffer xb, wb, ob, bb = {0};
     Py_ssize_t N, C, H, W, s, Ho, Wo;
@@ -107,10 +99,10 @@ static PyObject *depthwise3x3(PyObject *self, PyObject *args) {
                      "fit an input of %zd x %zd", s, act, Ho, Wo, H, W);
         goto done;
     }
-    if (!need(&xb, N * C * H * W * (Py_ssize_t)sizeof(float), "x") ||
-        !need(&wb, C * 9 * (Py_ssize_t)sizeof(float), "w") ||
-        !need(&ob, N * C * Ho * Wo * (Py_ssize_t)sizeof(float), "out") ||
-        (has_bias && !need(&bb, C * (Py_ssize_t)sizeof(float), "bias")))
+    if (!need_bytes("depthwise3x3", &xb, N * C * H * W * (Py_ssize_t)sizeof(float), "x") ||
+        !need_bytes("depthwise3x3", &wb, C * 9 * (Py_ssize_t)sizeof(float), "w") ||
+        !need_bytes("depthwise3x3", &ob, N * C * Ho * Wo * (Py_ssize_t)sizeof(float), "out") ||
+        (has_bias && !need_bytes("depthwise3x3", &bb, C * (Py_ssize_t)sizeof(float), "bias")))
         goto done;
     pad = calloc((size_t)((H + 2) * (W + 4)), sizeof(float));   /* (W + 3) / 2 * 2 <= W + 4 */
     if (!pad) {

@@ -24,6 +24,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "_buffers.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,15 +132,6 @@ static void pack_signs(const float *x, uint64_t *bits, Py_ssize_t N, Py_ssize_t 
         }
 }
 
-static int need(Py_buffer *b, Py_ssize_t bytes, const char *name) {
-    if (b->len != bytes) {
-        PyErr_Format(PyExc_ValueError, "binary_conv: %s holds %zd bytes, expected %zd", name,
-                     b->len, bytes);
-        return 0;
-    }
-    return 1;
-}
-
 static PyObject *binary_conv(PyObject *self, PyObject *args) {
     Py_buffer xb, wb, ob, bb = {0};
     Py_ssize_t N, C, H, W, O, kh, kw, top, left, Ho, Wo;
@@ -159,11 +151,11 @@ static PyObject *binary_conv(PyObject *self, PyObject *args) {
     if (bias_obj != Py_None) {
         if (PyObject_GetBuffer(bias_obj, &bb, PyBUF_SIMPLE) < 0) goto done;
         has_bias = 1;
-        if (!need(&bb, O * (Py_ssize_t)sizeof(float), "bias")) goto done;
+        if (!need_bytes("binary_conv", &bb, O * (Py_ssize_t)sizeof(float), "bias")) goto done;
     }
-    if (!need(&xb, N * C * H * W * (Py_ssize_t)sizeof(float), "x") ||
-        !need(&wb, K * O * (Py_ssize_t)sizeof(uint64_t), "w") ||
-        !need(&ob, N * O * Ho * Wo * (Py_ssize_t)sizeof(float), "out"))
+    if (!need_bytes("binary_conv", &xb, N * C * H * W * (Py_ssize_t)sizeof(float), "x") ||
+        !need_bytes("binary_conv", &wb, K * O * (Py_ssize_t)sizeof(uint64_t), "w") ||
+        !need_bytes("binary_conv", &ob, N * O * Ho * Wo * (Py_ssize_t)sizeof(float), "out"))
         goto done;
     bits = malloc((size_t)(N * H * W * Cw + 1) * sizeof(uint64_t));
     field = malloc((size_t)(2 * K * Ho * Wo + 1) * sizeof(uint64_t));

@@ -188,7 +188,9 @@ def _fold_plan(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, act: str | None):
     if conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.dilation == (1, 1) \
             and conv.groups == conv.in_channels == conv.out_channels \
             and conv.stride[0] == conv.stride[1]:
-        return "dw3x3", w.numpy(), None if b is None else b.numpy(), conv.stride[0], _ACTS[act], w, b
+        # (the tensors last keep the arrays' memory alive)
+        return ("dw3x3", w.numpy(), None if b is None else b.numpy(), conv.stride[0],
+                _ACTS[act], w, b)
     return "conv", w, b, act
 
 
