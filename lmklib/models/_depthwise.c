@@ -15,8 +15,8 @@
  * convolution up to the order of the float sums.
  *
  * Why: on a CPU, ATen's depthwise convolution (oneDNN) costs 40-70 us per call at batch 1 on
- * maps of 4x4 to 32x32, whatever their size; this loop takes 5-13 us there
- * (benchmarks/bench_inference.py). Each plane is copied into a zero-bordered scratch plane so
+ * maps of 4x4 to 32x32, whatever their size; this loop takes 5-25 us there (both printed by
+ * benchmarks/bench_inference.py). Each plane is copied into a zero-bordered scratch plane so
  * that the inner loop has no bounds checks (at stride 2 with its even and odd columns apart,
  * so that it vectorises).
  */
