@@ -50,9 +50,11 @@ def _torch_act(y, act):
     return y if act is None else F.relu(y) if act == "relu" else F.relu6(y)
 
 
-@pytest.mark.parametrize("n, c, h, w, stride", [(1, 1, 1, 1, 1), (2, 3, 7, 9, 1), (1, 5, 9, 7, 2),
+# (batch 1, or maps 16+ wide: where the loop runs; other batches take ATen's kernel)
+@pytest.mark.parametrize("n, c, h, w, stride", [(1, 1, 1, 1, 1), (1, 3, 7, 9, 1), (1, 5, 9, 7, 2),
                                                 (3, 16, 32, 32, 2), (1, 7, 10, 5, 3),
-                                                (1, 128, 4, 4, 1)])
+                                                (1, 128, 4, 4, 1), (2, 3, 17, 19, 1),
+                                                (2, 5, 19, 17, 2), (2, 4, 6, 6, 1)])
 @pytest.mark.parametrize("act", [None, "relu", "relu6"])
 def test_depthwise_loop_equals_conv2d(n, c, h, w, stride, act):
     torch.manual_seed(n * 100 + c + h + stride)
