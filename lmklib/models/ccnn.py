@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import DerivedCache, max_pool2x2
+from .layers import ClearsDerived, DerivedCache, max_pool2x2
 
 POINTS = ("left_eye", "right_eye", "nose_tip", "left_mouth_corner", "right_mouth_corner")
 POINT_ABBR = ("LE", "RE", "N", "LM", "RM")
@@ -133,7 +133,7 @@ def xavier_init(module: nn.Module, output_bias: float = 0.5) -> None:
             nn.init.constant_(m.bias, output_bias if name.endswith("fc2") else 0.0)
 
 
-class NetGroup(nn.Module):
+class NetGroup(ClearsDerived, nn.Module):
     """The parallel nets of one stage, run as one batched computation.
 
     The nets share one architecture (they may differ in their last layer's width). ``forward``

@@ -50,13 +50,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import DerivedCache, conv_bn_act
+from .layers import ClearsDerived, DerivedCache, conv_bn_act
 
 UNITS = ("mbconv", "basic", "bottleneck")
 
 
 # ------------------------------------------------------------------------------------ units
-class MBConv(nn.Module):
+class MBConv(ClearsDerived, nn.Module):
     """MBConv with expansion 1 (MobileNetV2): depthwise 3x3 + BN + ReLU6, pointwise 1x1 + BN,
     plus the identity shortcut. Parameters: ``C^2 + 13 C``."""
 

@@ -35,24 +35,43 @@ def inference(*tensors: torch.Tensor | None) -> bool:
 class DerivedCache:
     """A value computed from some tensors (folded or packed weights), kept until one of them
     changes: updated in place (its version counter moves, as an optimiser step or
-    ``load_state_dict`` does) or replaced by another tensor."""
+    ``load_state_dict`` does), given new memory (``p.data = ...``) or replaced by another
+    tensor. Modules holding one clear it when converted (:class:`ClearsDerived`). Like
+    autograd, it cannot see in-place writes through ``p.data`` (write under ``torch.no_grad()``
+    instead)."""
 
     def __init__(self):
+        self.clear()
+
+    def clear(self) -> None:
         self._sources: tuple[torch.Tensor, ...] = ()
-        self._versions: tuple[int, ...] = ()
+        self._key: tuple[int, ...] = ()
         self._value = None
 
     def get(self, sources: Sequence[torch.Tensor], build: Callable[[], object]):
         try:
-            versions = tuple(t._version for t in sources)
+            key = tuple(t._version for t in sources) + tuple(t.data_ptr() for t in sources)
         except RuntimeError:   # an inference tensor has no version counter: nothing is kept
-            self._sources, self._versions, self._value = (), (), None
+            self.clear()
             return build()
-        if (versions != self._versions or len(sources) != len(self._sources)
+        if (key != self._key or len(sources) != len(self._sources)
                 or any(a is not b for a, b in zip(sources, self._sources))):
             self._value = build()
-            self._sources, self._versions = tuple(sources), versions
+            self._sources, self._key = tuple(sources), key
         return self._value
+
+
+class ClearsDerived:
+    """Mixin for modules with :class:`DerivedCache` attributes (alone or in a tuple):
+    ``nn.Module._apply`` (``.to``, ``.half``, ``.float``, ...) swaps the tensors' ``.data``
+    without moving their version counters, so it clears the caches first."""
+
+    def _apply(self, fn, *args, **kwargs):
+        for value in self.__dict__.values():
+            for cache in value if isinstance(value, tuple) else (value,):
+                if isinstance(cache, DerivedCache):
+                    cache.clear()
+        return super()._apply(fn, *args, **kwargs)
 
 
 def max_pool2x2(x: torch.Tensor) -> torch.Tensor:
@@ -239,7 +258,7 @@ def conv_bn_act(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, act
                              conv.groups), plan[3])
 
 
-class FastConv2d(nn.Conv2d):
+class FastConv2d(ClearsDerived, nn.Conv2d):
     """``nn.Conv2d`` (same arguments, same state dict) whose eval-mode inference runs
     :func:`conv_bn_act` without a BN: a depthwise 3x3 convolution in the C loop, a 1x1 one as a
     matrix product, their weights prepared once."""
@@ -256,7 +275,7 @@ class FastConv2d(nn.Conv2d):
 _ACT_MODULES = {nn.ReLU: "relu", nn.ReLU6: "relu6"}
 
 
-class ConvBNAct(nn.Sequential):
+class ConvBNAct(ClearsDerived, nn.Sequential):
     """``conv -> BatchNorm2d (-> ReLU or ReLU6)``, an ``nn.Sequential`` of those children (so
     its state-dict keys are ``0.*``, ``1.*``); in eval mode at inference it runs
     :func:`conv_bn_act` (the BN folded into the convolution)."""

@@ -128,18 +128,20 @@ def test_fold_batchnorm_known_answer():
     bn = nn.BatchNorm2d(2, eps=0.0).eval()
     bn.running_mean.copy_(torch.tensor([1., -2.]))
     bn.running_var.copy_(torch.tensor([4., 0.25]))
-    bn.weight.data.copy_(torch.tensor([3., 1.]))
-    bn.bias.data.copy_(torch.tensor([0.5, 0.]))
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([3., 1.]))
+        bn.bias.copy_(torch.tensor([0.5, 0.]))
     w, b = fold_batchnorm(torch.ones(2, 1, 1, 1), torch.tensor([1., 0.]), bn)
     # s = gamma / sqrt(var): 1.5 and 2; w = 1 * s; b = (bias - mean) s + beta = 0.5 and 4
     assert w.flatten().tolist() == [1.5, 2.0] and b.tolist() == [0.5, 4.0]
 
 
+@torch.no_grad()
 def _random_bn(bn):
     bn.running_mean.normal_()
     bn.running_var.uniform_(0.5, 2)
-    bn.weight.data.normal_()
-    bn.bias.data.normal_()
+    bn.weight.normal_()
+    bn.bias.normal_()
 
 
 @pytest.mark.parametrize("conv", [nn.Conv2d(8, 8, 3, 2, 1, groups=8, bias=False),
@@ -163,6 +165,11 @@ def test_conv_bn_act_folds_at_inference_and_sees_updates(conv, act):
         assert torch.allclose(block(x), ref, atol=1e-5)
     block[0].weight = nn.Parameter(torch.randn_like(block[0].weight))   # so is a replaced one
     with torch.no_grad():
+        assert torch.allclose(block(x), nn.Sequential(*block)(x), atol=1e-5)
+    with torch.no_grad():                           # new memory for a parameter is seen
+        block[1].weight.data = torch.randn_like(block[1].weight)
+        assert torch.allclose(block(x), nn.Sequential(*block)(x), atol=1e-5)
+        block.half().float()                        # conversions (rounding) clear the cache
         assert torch.allclose(block(x), nn.Sequential(*block)(x), atol=1e-5)
     block.train()                                   # training: batch statistics, not folded
     assert torch.equal(block(x), nn.Sequential(*block)(x))
