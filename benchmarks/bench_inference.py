@@ -27,7 +27,7 @@ from lmklib.models.acn import acn_net
 from lmklib.models.ccnn import ccnn, canonical_frame
 from lmklib.models.cpm import CPM
 from lmklib.models.fast_dhm import fast_dhm
-from lmklib.profile import conv_gflops, flops
+from lmklib.profile import conv_gflops, flops, latency
 
 TARGET_BOUND = 3.0
 
@@ -54,16 +54,9 @@ def models() -> dict[str, tuple[torch.nn.Module, tuple[torch.Tensor, ...], bool]
     }
 
 
-def timed(fn, runs: int) -> float:
-    """Median ms of ``fn()``."""
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * sorted(times)[len(times) // 2]
+def timed(fn, inputs: tuple, runs: int) -> float:
+    """Median ms of ``fn(*inputs)`` on one thread (:func:`lmklib.profile.latency`)."""
+    return latency(fn, inputs, threads=1, warmup=5, runs=runs).median_ms
 
 
 def depthwise_table(runs: int) -> None:
@@ -77,9 +70,8 @@ def depthwise_table(runs: int) -> None:
     print(f"{'depthwise 3x3, batch 1':38s} {'ATen us':>8s} {'loop us':>8s} {'ATen/loop':>10s}")
     for c, size, stride in ((16, 32, 2), (32, 16, 2), (64, 8, 1), (128, 4, 1), (18, 64, 1)):
         x, w, b = torch.randn(1, c, size, size), torch.randn(c, 1, 3, 3), torch.randn(c)
-        with torch.inference_mode():
-            aten = timed(lambda: F.conv2d(x, w, b, stride, 1, 1, c).relu_(), runs) * 1e3
-            loop = timed(lambda: depthwise3x3(x, w, b, stride, "relu"), runs) * 1e3
+        aten = timed(lambda: F.conv2d(x, w, b, stride, 1, 1, c).relu_(), (), runs) * 1e3
+        loop = timed(lambda: depthwise3x3(x, w, b, stride, "relu"), (), runs) * 1e3
         print(f"{f'{c} x {size} x {size}, stride {stride}':38s} {aten:8.1f} {loop:8.1f} "
               f"{aten / loop:9.1f}x")
     print()
@@ -104,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, (model, inputs, target) in models().items():
         work = flops(model, *inputs)
         bound = work / (gflops * 1e9) * 1e3
+        ms = timed(model, inputs, args.runs)
         with torch.inference_mode():
-            ms = timed(lambda: model(*inputs), args.runs)
             big = tuple(x.expand(256, *x.shape[1:]).contiguous() for x in inputs)
             model(*big)                                   # the first call builds the kernels
             t0 = time.perf_counter()
@@ -114,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         onnx_ms = float("nan")
         if to_onnx is not None:
             run = onnx_session(to_onnx(model, tmp / f"{len(list(tmp.iterdir()))}.onnx"), threads=1)
-            onnx_ms = timed(lambda: run(*inputs), args.runs)
+            onnx_ms = timed(run, inputs, args.runs)
         ratio = ms / bound
         if target and ratio > TARGET_BOUND:
             missed.append(name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -98,41 +99,48 @@ class Latency:
     runs: int
 
 
-def latency(model: nn.Module, example: torch.Tensor, threads: int = 1, warmup: int = 5,
+def latency(model: Callable, example: torch.Tensor | tuple, threads: int = 1, warmup: int = 5,
             runs: int = 30, min_seconds: float = 0.0, device: str = "cpu") -> Latency:
-    """Time ``model(example)`` (no grad, eval mode) on ``device``: the CPU with ``threads``
-    intra-op threads, or a GPU (``"cuda"``), synchronised around each call.
+    """Time ``model(example)`` (``model(*example)`` for a tuple) without autograd on
+    ``device``: the CPU with ``threads`` intra-op threads, or a GPU (``"cuda"``), synchronised
+    around each call.
 
-    The model is moved to ``device`` and back, and the thread setting is restored afterwards.
-    ``per_item_ms`` = median / batch size.
+    An ``nn.Module`` is put in eval mode and moved to ``device`` (and back, with its mode,
+    afterwards); any other callable (an onnxruntime session's runner, a lambda) is timed as it
+    is. The thread setting is restored afterwards. ``batch`` is the first input's first
+    dimension (1 without inputs); ``per_item_ms`` = median / batch.
     """
+    inputs = example if isinstance(example, tuple) else (example,)
+    is_module = isinstance(model, nn.Module)
     old_threads = torch.get_num_threads()
-    was_training = model.training
-    home = next(model.parameters(), torch.empty(0)).device
+    was_training = model.training if is_module else False
+    home = next(model.parameters(), torch.empty(0)).device if is_module else None
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    model.eval().to(device)
-    example = example.to(device)
+    if is_module:
+        model.eval().to(device)
+    inputs = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
     torch.set_num_threads(threads)
     times = []
     try:
         with torch.inference_mode():
             for _ in range(warmup):
-                model(example)
+                model(*inputs)
             sync()
             start = time.perf_counter()
             while len(times) < runs or time.perf_counter() - start < min_seconds:
                 t0 = time.perf_counter()
-                model(example)
+                model(*inputs)
                 sync()
                 times.append((time.perf_counter() - t0) * 1e3)
     finally:
         torch.set_num_threads(old_threads)
-        model.to(home).train(was_training)
+        if is_module:
+            model.to(home).train(was_training)
     t = np.array(times)
     med = float(np.median(t))
-    return Latency(batch=int(example.shape[0]), threads=threads, median_ms=med,
-                   p90_ms=float(np.percentile(t, 90)), per_item_ms=med / example.shape[0],
-                   runs=len(t))
+    batch = int(inputs[0].shape[0]) if inputs and hasattr(inputs[0], "shape") else 1
+    return Latency(batch=batch, threads=threads, median_ms=med,
+                   p90_ms=float(np.percentile(t, 90)), per_item_ms=med / batch, runs=len(t))
 
 
 def latency_table(model: nn.Module, example_one: torch.Tensor, batch: int = 32,

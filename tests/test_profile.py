@@ -59,6 +59,15 @@ def test_latency_restores_the_models_mode_and_device():
     assert profile.latency(nn.ReLU(), torch.zeros(2, 4), warmup=1, runs=2).runs == 2   # no weights
 
 
+def test_latency_of_any_callable_with_several_inputs():
+    calls = []
+    lat = profile.latency(lambda a, b: calls.append((a.shape, b.shape, torch.is_grad_enabled())),
+                          (torch.zeros(3, 2), torch.zeros(3, 5)), warmup=2, runs=4)
+    assert calls == [((3, 2), (3, 5), False)] * 6          # warm-up + timed, without autograd
+    assert lat.batch == 3 and lat.runs == 4
+    assert profile.latency(lambda: None, (), warmup=0, runs=1).batch == 1   # no inputs
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_latency_on_the_gpu_moves_the_model_there_and_back():
     model = nn.Linear(4, 2)
