@@ -244,8 +244,8 @@ def conv_bn_act(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, act
                                bb.get("running_mean"), bb.get("running_var")) if t is not None]
         stats_missing = bn.training or bb.get("running_mean") is None
     if stats_missing or conv.padding_mode != "zeros" or x.dtype != torch.float32 \
-            or x.device.type != "cpu" or x.dim() != 4 or x.shape[1] != conv.in_channels \
-            or not inference(x, *sources):   # (torch's modules give their own errors)
+            or x.device.type != "cpu" or not inference(x, *sources) \
+            or x.dim() != 4 or x.shape[1] != conv.in_channels:   # (torch's modules say why)
         return None
     plan = cache.get(sources, lambda: _fold_plan(conv, bn, act))
     if plan[0] == "dw3x3":
