@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 try:
     from . import _depthwise
@@ -25,8 +26,9 @@ except ImportError as e:   # the C source is in the tree, the built module is no
 
 def inference(*tensors: torch.Tensor | None) -> bool:
     """Whether a fast path may run on ``tensors``: no autograd (grad mode off, or none of them
-    requires a gradient), no tracing, no scripting."""
-    if torch.jit.is_tracing() or torch.jit.is_scripting():
+    requires a gradient), no tracing, no scripting, and no dispatch mode watching the ops
+    (``lmklib.profile.flops``' FLOP counter would not see the compiled loop's work)."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or _get_current_dispatch_mode():
         return False
     return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad
                                                   for t in tensors)
@@ -126,11 +128,13 @@ def _array(t: torch.Tensor | None):
 
 
 def _loop_pays(x: torch.Tensor) -> bool:
-    """Whether the C loop beats ATen's depthwise convolution on ``x``: at batch 1, and on maps
-    16 or more wide (measured on one thread; ATen's channel-blocked kernel wins on batches of
-    smaller maps: 132 against 237 us for 16 x 144 x 8 x 8, while at 16 x 18 x 64 x 64 its
-    oneDNN path takes 11.7 ms against the loop's 1.3)."""
-    return x.shape[0] == 1 or x.shape[-1] >= 16
+    """Whether the C loop (one thread) beats ATen's depthwise convolution on ``x``: at batch 1
+    (ATen's per-call cost dominates: 62-198 us against 10-72 us on 3x3 to 64x64 maps, two
+    threads), and for channel counts that are not a multiple of 8, where oneDNN leaves its
+    channel-blocked kernel (32 x 18 x 64 x 64: 56 ms against 3.1 ms). On batches of 8-aligned
+    channels ATen's kernel is as fast or, multi-threaded, faster (32 x 64 x 6 x 6: 106 against
+    334 us with two threads). Measured in this file's tests' shapes and HRSuperNet's."""
+    return x.shape[0] == 1 or x.shape[1] % 8 != 0
 
 
 def _depthwise_loop(x: torch.Tensor, w, b, stride: int, act: int) -> torch.Tensor:
@@ -143,16 +147,15 @@ def _depthwise_loop(x: torch.Tensor, w, b, stride: int, act: int) -> torch.Tenso
 
 
 def _matmul_1x1(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """A 1x1 convolution as matrix products: ``w`` ``[O, C]``, ``b`` ``[O, 1]`` or None."""
+    """A 1x1 convolution, ``w`` ``[O, C]``, ``b`` ``[O, 1]`` or None: at batch 1 one matrix
+    product (ATen's 1x1 convolution takes its im2col path there, about twice as long); on a
+    batch ATen's own (oneDNN's, multi-threaded; a batched product was 20 % slower)."""
     n, c, h, wd = x.shape
-    if n == 1:
-        y = torch.mm(w, x.reshape(c, h * wd)) if b is None \
-            else torch.addmm(b, w, x.reshape(c, h * wd))
-    else:
-        y = torch.matmul(w, x.reshape(n, c, h * wd))
-        if b is not None:
-            y.add_(b)
-    return y.view(n, -1, h, wd)
+    if n != 1:
+        return F.conv2d(x, w.view(*w.shape, 1, 1), None if b is None else b.view(-1))
+    y = torch.mm(w, x.reshape(c, h * wd)) if b is None \
+        else torch.addmm(b, w, x.reshape(c, h * wd))
+    return y.view(1, -1, h, wd)
 
 
 def _fast_ok(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
@@ -179,8 +182,8 @@ def depthwise3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
             act: str | None = None) -> torch.Tensor:
     """1x1 convolution ``F.conv2d(x, weight, bias)`` then ``act``; ``weight``
-    ``[O, C, 1, 1]``. At inference on CPU float32 it is a matrix product (ATen's 1x1
-    convolution takes its im2col path at batch 1, about twice as long)."""
+    ``[O, C, 1, 1]``. At inference on CPU float32 a batch of one is a matrix product
+    (:func:`_matmul_1x1`)."""
     if not _fast_ok(x, weight, bias):
         return activate(F.conv2d(x, weight, bias), act)
     w = weight.detach().view(weight.shape[0], -1)

@@ -50,11 +50,12 @@ def _torch_act(y, act):
     return y if act is None else F.relu(y) if act == "relu" else F.relu6(y)
 
 
-# (batch 1, or maps 16+ wide: where the loop runs; other batches take ATen's kernel)
+# (batch 1, or channels not a multiple of 8: where the loop runs; else ATen's kernel)
 @pytest.mark.parametrize("n, c, h, w, stride", [(1, 1, 1, 1, 1), (1, 3, 7, 9, 1), (1, 5, 9, 7, 2),
                                                 (3, 16, 32, 32, 2), (1, 7, 10, 5, 3),
                                                 (1, 128, 4, 4, 1), (2, 3, 17, 19, 1),
-                                                (2, 5, 19, 17, 2), (2, 4, 6, 6, 1)])
+                                                (2, 5, 19, 17, 2), (2, 18, 6, 6, 1),
+                                                (2, 8, 6, 6, 1)])
 @pytest.mark.parametrize("act", [None, "relu", "relu6"])
 def test_depthwise_loop_equals_conv2d(n, c, h, w, stride, act):
     torch.manual_seed(n * 100 + c + h + stride)
@@ -225,3 +226,14 @@ def test_models_inference_path_equals_module_path(name):
     with torch.inference_mode():
         got = model(x)
     assert torch.allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_flop_counter_sees_the_fast_paths_work():
+    # lmklib.profile.flops counts ATen's ops: under its dispatch mode the compiled loop and the
+    # matrix products step aside, so the count is the convolutions' (a multiply-add = 2 FLOPs)
+    from lmklib.profile import flops
+    dw = ConvBNAct(nn.Conv2d(6, 6, 3, 2, 1, groups=6, bias=False), nn.BatchNorm2d(6), nn.ReLU())
+    pw = FastConv2d(6, 4, 1)
+    x = torch.randn(1, 6, 9, 9)
+    assert flops(dw, x) == 2 * 6 * 9 * 5 * 5
+    assert flops(pw, x) == 2 * 4 * 6 * 9 * 9
