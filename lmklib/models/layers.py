@@ -234,8 +234,9 @@ def conv_bn_act(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, act
 
     The BN is folded into the convolution (:func:`fold_batchnorm`) and the weights prepared
     once, kept in ``cache`` until a parameter or statistic changes; a depthwise 3x3
-    convolution (padding 1) runs in the C loop of :func:`depthwise3x3`, a 1x1 one as the matrix
-    product of :func:`conv1x1`, the activation fused; any other as ``F.conv2d``."""
+    convolution (padding 1) runs in the C loop of :func:`depthwise3x3` where that pays
+    (:func:`_loop_pays`), a 1x1 one by :func:`_matmul_1x1`, any other as ``F.conv2d``, each
+    with the folded weights and the activation applied in place."""
     # (the modules' own dicts: nn.Module.__getattr__ costs a few us per call at this scale)
     cp = conv._parameters
     if bn is None:
@@ -263,8 +264,8 @@ def conv_bn_act(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, act
 
 class FastConv2d(ClearsDerived, nn.Conv2d):
     """``nn.Conv2d`` (same arguments, same state dict) whose eval-mode inference runs
-    :func:`conv_bn_act` without a BN: a depthwise 3x3 convolution in the C loop, a 1x1 one as a
-    matrix product, their weights prepared once."""
+    :func:`conv_bn_act` without a BN (a depthwise 3x3 convolution in the C loop, a 1x1 one as
+    a matrix product at batch 1, the weights prepared once)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
