@@ -10,7 +10,7 @@ difference).
 from __future__ import annotations
 
 import operator
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -164,8 +164,14 @@ def _matmul_1x1(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> tor
     return y.view(1, -1, h, wd)
 
 
-def _fast_ok(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
-    return inference(x, *params) and _cpu_float(x, *params) and x.dim() == 4 and x.numel() > 0
+def _depthwise_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int,
+                    act: str | None, arrays: tuple | None = None) -> torch.Tensor:
+    """A depthwise 3x3 convolution at inference: the C loop where it pays (:func:`_loop_pays`;
+    ``arrays``: ``w`` and ``b`` already as numpy arrays), else ATen's."""
+    if not _loop_pays(x):
+        return activate(F.conv2d(x, w, b, stride, 1, 1, x.shape[1]), act)
+    w_arr, b_arr = arrays if arrays is not None else (_array(w), _array(b))
+    return _depthwise_loop(x, w_arr, b_arr, stride, _ACTS[act])
 
 
 def depthwise3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -180,20 +186,9 @@ def depthwise3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     if x.dim() != 4 or x.shape[1] != weight.shape[0] or tuple(weight.shape[1:]) != (1, 3, 3):
         raise ValueError(f"depthwise3x3 needs x [N, C, H, W] and weight [C, 1, 3, 3], got "
                          f"{list(x.shape)} and {list(weight.shape)}")
-    if not (_fast_ok(x, weight, bias) and _loop_pays(x)):
+    if not (inference(x, weight, bias) and _cpu_float(x, weight, bias) and x.numel()):
         return activate(F.conv2d(x, weight, bias, stride, 1, 1, x.shape[1]), act)
-    return _depthwise_loop(x, _array(weight), _array(bias), stride, _ACTS[act])
-
-
-def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-            act: str | None = None) -> torch.Tensor:
-    """1x1 convolution ``F.conv2d(x, weight, bias)`` then ``act``; ``weight``
-    ``[O, C, 1, 1]``. At inference on CPU float32 a batch of one is a matrix product
-    (:func:`_matmul_1x1`)."""
-    if not _fast_ok(x, weight, bias):
-        return activate(F.conv2d(x, weight, bias), act)
-    w = weight.detach().view(weight.shape[0], -1)
-    return activate(_matmul_1x1(x, w, None if bias is None else bias.detach().view(-1, 1)), act)
+    return _depthwise_conv(x, weight, bias, stride, act)
 
 
 def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d
@@ -212,8 +207,16 @@ def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.Batch
     return w.detach().contiguous(), b.detach().contiguous()
 
 
-def _fold_plan(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, act: str | None):
-    """What :func:`conv_bn_act` runs: the (folded) weights, prepared for the kind of conv."""
+class _Plan(NamedTuple):
+    """What :func:`conv_bn_act` runs for one conv: its kind and its (folded) weights."""
+
+    kind: str                       # "dw3x3", "1x1" (batch 1: a matrix product) or "conv"
+    w: torch.Tensor                 # [O, C / groups, kh, kw]; [O, C] for "1x1"
+    b: torch.Tensor | None          # [O]; [O, 1] for "1x1"
+    arrays: tuple | None = None     # "dw3x3": w and b as numpy arrays for the C loop
+
+
+def _fold_plan(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> _Plan:
     if bn is None:
         w = conv.weight.detach().contiguous()
         b = None if conv.bias is None else conv.bias.detach().contiguous()
@@ -221,14 +224,12 @@ def _fold_plan(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, act: str | None):
         w, b = fold_batchnorm(conv.weight, conv.bias, bn)
     if conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1 \
             and conv.padding in ((0, 0), "valid"):
-        return "1x1", w.view(w.shape[0], -1), None if b is None else b.view(-1, 1), act
+        return _Plan("1x1", w.view(w.shape[0], -1), None if b is None else b.view(-1, 1))
     if conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.dilation == (1, 1) \
             and conv.groups == conv.in_channels == conv.out_channels \
             and conv.stride[0] == conv.stride[1]:
-        # (the tensors last keep the arrays' memory alive)
-        return ("dw3x3", w.numpy(), None if b is None else b.numpy(), conv.stride[0],
-                _ACTS[act], w, b)
-    return "conv", w, b, act
+        return _Plan("dw3x3", w, b, (w.numpy(), None if b is None else b.numpy()))
+    return _Plan("conv", w, b)
 
 
 def conv_bn_act(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, act: str | None,
@@ -257,15 +258,13 @@ def conv_bn_act(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, act
             or x.device.type != "cpu" or not inference(x, *sources) \
             or x.dim() != 4 or x.shape[1] != conv.in_channels:   # (torch's modules say why)
         return None
-    plan = cache.get(sources, lambda: _fold_plan(conv, bn, act))
-    if plan[0] == "dw3x3":
-        if _loop_pays(x):
-            return _depthwise_loop(x, *plan[1:5])
-        return activate(F.conv2d(x, plan[5], plan[6], plan[3], 1, 1, x.shape[1]), act)
-    if plan[0] == "1x1":
-        return activate(_matmul_1x1(x, plan[1], plan[2]), plan[3])
-    return activate(F.conv2d(x, plan[1], plan[2], conv.stride, conv.padding, conv.dilation,
-                             conv.groups), plan[3])
+    plan = cache.get(sources, lambda: _fold_plan(conv, bn))
+    if plan.kind == "dw3x3":
+        return _depthwise_conv(x, plan.w, plan.b, conv.stride[0], act, plan.arrays)
+    if plan.kind == "1x1":
+        return activate(_matmul_1x1(x, plan.w, plan.b), act)
+    return activate(F.conv2d(x, plan.w, plan.b, conv.stride, conv.padding, conv.dilation,
+                             conv.groups), act)
 
 
 class FastConv2d(ClearsDerived, nn.Conv2d):

@@ -42,7 +42,7 @@ def test_training_keeps_atens_gradient():
 from torch import nn  # noqa: E402
 
 from lmklib.models import _depthwise  # noqa: E402
-from lmklib.models.layers import (ConvBNAct, DerivedCache, FastConv2d, conv1x1,  # noqa: E402
+from lmklib.models.layers import (ConvBNAct, DerivedCache, FastConv2d,  # noqa: E402
                                   depthwise3x3, fold_batchnorm)
 
 
@@ -116,13 +116,15 @@ def test_training_and_tracing_keep_torch_ops():
     assert "aten::_convolution" in graph and "aten::batch_norm" in graph
 
 
-def test_conv1x1_equals_conv2d():
+def test_1x1_conv_equals_conv2d():
+    # batch 1: one matrix product; a batch: ATen's 1x1 convolution with the prepared weights
     torch.manual_seed(2)
+    conv = FastConv2d(6, 4, 1).eval()
     for n in (1, 3):
-        x, weight, bias = torch.randn(n, 6, 5, 7), torch.randn(4, 6, 1, 1), torch.randn(4)
+        x = torch.randn(n, 6, 5, 7)
         with torch.inference_mode():
-            got = conv1x1(x, weight, bias, "relu6")
-        assert torch.allclose(got, F.relu6(F.conv2d(x, weight, bias)), atol=1e-5)
+            got = F.relu6(conv(x))
+        assert torch.allclose(got, F.relu6(F.conv2d(x, conv.weight, conv.bias)), atol=1e-5)
 
 
 def test_fold_batchnorm_known_answer():
