@@ -27,9 +27,11 @@ except ImportError as e:   # the C source is in the tree, the built module is no
 
 def inference(*tensors: torch.Tensor | None) -> bool:
     """Whether a fast path may run on ``tensors``: no autograd (grad mode off, or none of them
-    requires a gradient), no tracing, no scripting, and no dispatch mode watching the ops
+    requires a gradient), no tracing, no scripting, no ``torch.compile`` (Dynamo cannot trace
+    the C loops and failed on their buffers), and no dispatch mode watching the ops
     (``lmklib.profile.flops``' FLOP counter would not see the compiled loop's work)."""
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or _get_current_dispatch_mode():
+    if (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+            or _get_current_dispatch_mode()):
         return False
     return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad
                                                   for t in tensors)

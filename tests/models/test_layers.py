@@ -116,6 +116,21 @@ def test_training_and_tracing_keep_torch_ops():
     assert "aten::_convolution" in graph and "aten::batch_norm" in graph
 
 
+def test_torch_compile_keeps_torch_ops():
+    # Dynamo cannot trace the C loops: under torch.compile the models run ATen's ops (before
+    # this rule, compiling Fast DHM or an HRNet failed on the loops' buffers)
+    from lmklib.models.fast_dhm import fast_dhm_tiny
+    from lmklib.models.hrnet import tiny_supernet
+
+    torch.manual_seed(0)
+    for model, x in ((fast_dhm_tiny().eval(), torch.randn(1, 3, 32, 32)),
+                     (tiny_supernet().eval(), torch.randn(1, 3, 32, 32))):
+        compiled = torch.compile(model, backend="eager")
+        with torch.inference_mode():
+            assert torch.allclose(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()
+
+
 def test_1x1_conv_equals_conv2d():
     # batch 1: one matrix product; a batch: ATen's 1x1 convolution with the prepared weights
     torch.manual_seed(2)
