@@ -1,0 +1,123 @@
+"""Which part of SD-HRNet's triple distillation costs accuracy on clean faces in short runs?
+
+    python scripts/sd_hrnet_kd_study.py --data-root ../shared/data [--profile quick]
+        [--val 200] [--epochs 4 8] [--cache DIR]
+
+Measured on a held-out split, not the test set: ``--val`` of the 300-W training faces are kept
+out, the profile's supernet (Eq. 2 search) and teacher train on the rest (cached in ``--cache``,
+so a second run only fine-tunes), and the slimmed network is fine-tuned from the supernet's
+weights with each variant of ``04_sd_hrnet``'s recipe for each of ``--epochs``:
+
+* S-HRNet: the heatmap loss alone (the undistilled baseline);
+* teacher + peers, unmasked (the two students stay identical: the teacher term alone);
+* the teacher term with masked inputs (one student): the masks' own cost;
+* the full scheme (teacher, peers, masks) at the paper's lambda1 = 4, at lambda1 = 1, and
+  with gentler masks (on half the faces; or sides up to 30 % instead of 50 %).
+
+``--variants`` picks some of them by number (0-6, in this order).
+
+Prints one row per variant and epoch count: the students' NME (%, inter-ocular, the profile's
+decoding) on the held-out faces and the training seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lmklib import paths
+from lmklib.data.catalog import get_entry
+from lmklib.papers import sd_hrnet_lin2023 as T
+from lmklib.papers.sd_hrnet_lin2023 import distillation, slimming
+
+_OCC = dict(p=1.0, min_frac=0.1, max_frac=0.5)
+VARIANTS = {   # name -> (distill() switches or None for the plain fine-tuning, distill settings)
+    "S-HRNet (heatmap loss only)": (None, {}),
+    "teacher + peers, unmasked": (dict(masked=False), {}),
+    "teacher + masks (one student)": (dict(peers=False), {}),
+    "teacher + peers + masks (lambda1 = 4, the paper's)": (dict(), {}),
+    "teacher + peers + masks (lambda1 = 1)": (dict(), {"lambda1": 1.0}),
+    "teacher + peers + masks on half the faces": (dict(), {"occlusion": {**_OCC, "p": 0.5}}),
+    "teacher + peers + masks, sides up to 30 %": (dict(), {"occlusion": {**_OCC, "max_frac": 0.3}}),
+}
+
+
+def trained(path: Path, build, train_fn):
+    """A network trained by ``train_fn`` (or its state loaded from ``path``)."""
+    model = build()
+    if path.exists():
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model.eval()
+    model = train_fn(model)
+    tmp = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(path)
+    return model.eval()
+
+
+def main(argv=None) -> pd.DataFrame:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--profile", default="quick")
+    ap.add_argument("--val", type=int, default=200, help="training faces held out")
+    ap.add_argument("--epochs", type=int, nargs="+", default=[4, 8])
+    ap.add_argument("--variants", type=int, nargs="+", default=list(range(len(VARIANTS))))
+    ap.add_argument("--seed", type=int, default=0, help="networks and data order")
+    ap.add_argument("--split-seed", type=int, default=123, help="which faces are held out")
+    ap.add_argument("--cache", default=".cache/sd_hrnet_kd_study")
+    args = ap.parse_args(argv)
+
+    P = T.resolve_profile(args.profile)
+    root = paths.data_root(args.data_root, must_exist=True)
+    found = get_entry("300w").find(root)
+    if found is None:
+        raise SystemExit(f"sd_hrnet_kd_study: no 300-W under {root}")
+    faces = T.w300_faces(found, "train", P, P["n_train"])
+    order = np.random.default_rng(args.split_seed).permutation(len(faces))
+    val, train = faces.subset(order[:args.val]), faces.subset(order[args.val:])
+    cache = Path(args.cache) / f"{args.profile}_val{args.val}_split{args.split_seed}_seed{args.seed}"
+    cache.mkdir(parents=True, exist_ok=True)
+
+    def nme(model) -> float:
+        return 100 * float(T.inter_ocular_nme(T.predict(model, val, P), val).mean())
+
+    supernet = trained(cache / "supernet.pt", lambda: T.make_supernet(P, seed=args.seed),
+                       lambda m: slimming.search(m, train, P, seed=args.seed)[0])
+    teacher = trained(cache / "teacher.pt", lambda: T.make_teacher(P, seed=args.seed),
+                      lambda m: T.train_plain(m, train, P, P["teacher"], seed=args.seed)[0])
+    threshold = slimming.profile_threshold(supernet, P)
+    rows = [{"variant": "HRSuperNet", "epochs": None, "NME (%)": f"{nme(supernet):.2f}"},
+            {"variant": "teacher", "epochs": None, "NME (%)": f"{nme(teacher):.2f}"}]
+    for epochs in args.epochs:
+        for i, (name, (switches, settings)) in enumerate(VARIANTS.items()):
+            if i not in args.variants:
+                continue
+            cfg = copy.deepcopy(P)
+            cfg["distill"].update(settings, epochs=epochs)
+            t0 = time.perf_counter()
+            student = slimming.slim(supernet, threshold)
+            if switches is None:
+                models = [T.fine_tune(student, train, cfg, seed=args.seed)[0]]
+            else:
+                pair, _ = distillation.distill(student, teacher, train, cfg, seed=args.seed,
+                                               **switches)
+                models = [m for m in (pair.s1, pair.s2) if m is not None]
+            rows.append({"variant": name, "epochs": epochs,
+                         "NME (%)": " / ".join(f"{nme(m):.2f}" for m in models),
+                         "train s": round(time.perf_counter() - t0)})
+            print(rows[-1], flush=True)
+    print(f"\n300-W training faces, {len(val)} held out (split seed {args.split_seed}; {args.profile} "
+          f"profile, seed {args.seed}):")
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False))
+    return table
+
+
+if __name__ == "__main__":
+    main()
