@@ -7,6 +7,7 @@ all-negative logit maps (once NaN, silently dropped by the NME)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -408,6 +409,20 @@ def test_search_history_and_slim(cfg, faces, searched):
     assert summ["supernet_ops"] == n_ops and summ["slimmed_ops"] == len(live)
     assert summ["slimmed_flops"] < summ["supernet_flops"]
     assert summ["slimmed_params"] < summ["supernet_params"]
+
+
+def test_networks_train_in_channels_last_memory(cfg, faces, searched):
+    """The search (like every training of the notebook) runs on channels-last weights, the
+    faster layout for oneDNN; the network computes what the usual layout computes."""
+    model = searched[0].eval()
+    kernels = [p for p in model.parameters() if p.dim() == 4 and p.shape[-1] > 1]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+    assert not all(p.is_contiguous() for p in kernels)
+    plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    assert all(p.is_contiguous() for p in plain.parameters())
+    x = T.loader(faces, cfg, 0).dataset.tensors[0][:4]
+    with torch.no_grad():
+        assert torch.allclose(plain(x), model(x), atol=1e-5)
 
 
 def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:

@@ -23,7 +23,7 @@ from torch import nn
 
 from ...data.transforms import random_occlusion
 from ...train import fit, make_scheduler
-from . import augmented, device, heatmap_criterion, loader, scheme_of, targets
+from . import augmented, channels_last, device, heatmap_criterion, loader, scheme_of, targets
 
 COMPONENTS = ("teacher", "peers", "masked")
 
@@ -83,9 +83,9 @@ def distill(student: nn.Module, teacher: nn.Module | None, faces, cfg: dict, see
     d = cfg["distill"]
     use = {"teacher": teacher_on and teacher is not None, "peers": peers, "masked": masked}
     torch.manual_seed(seed)
-    pair = PeerStudents(student, pair=peers)
+    pair = channels_last(PeerStudents(student, pair=peers))
     if use["teacher"]:
-        teacher = teacher.to(device(cfg)).eval()
+        teacher = channels_last(teacher.to(device(cfg))).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
     dl, scheme = loader(faces, cfg, seed), scheme_of(faces)

@@ -19,7 +19,7 @@ import torch
 from ...models.hrnet import HRNet, live_ops, prune, spec_ops, threshold_keep
 from ...profile import count_parameters, flops
 from ...train import fit, make_scheduler
-from . import augmented, device, heatmap_criterion, loader, scheme_of, targets
+from . import augmented, channels_last, device, heatmap_criterion, loader, scheme_of, targets
 
 
 def l1_alphas(model: HRNet) -> torch.Tensor:
@@ -70,6 +70,7 @@ def search(model: HRNet, faces, cfg: dict, seed: int = 0, desc: str = "slimming"
     carries the heatmap loss and the L1 sum per epoch."""
     s = cfg["slim"]
     dl, scheme = loader(faces, cfg, seed), scheme_of(faces)
+    channels_last(model)
     w_opt = torch.optim.Adam(model.weight_parameters(), lr=s["lr"], betas=(0.9, 0.999),
                              weight_decay=s["weight_decay"])
     a_opt = torch.optim.Adam(model.alpha_parameters(), lr=s["alpha_lr"])
