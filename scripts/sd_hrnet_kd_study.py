@@ -12,9 +12,13 @@ weights with each variant of ``04_sd_hrnet``'s recipe for each of ``--epochs``:
 * teacher + peers, unmasked (the two students stay identical: the teacher term alone);
 * the teacher term with masked inputs (one student): the masks' own cost;
 * the full scheme (teacher, peers, masks) at the paper's lambda1 = 4, at lambda1 = 1, and
-  with gentler masks (on half the faces; or sides up to 30 % instead of 50 %).
+  with gentler masks (on half the faces; or sides up to 30 % instead of 50 %);
+* the teacher term, one student, unmasked; and the same with the masks' random numbers drawn
+  but no mask applied (the control for the masked run's different augmentation stream).
 
-``--variants`` picks some of them by number (0-6, in this order).
+``--variants`` picks some of them by number (0-8, in this order); ``--tune-seeds`` fine-tunes
+each with several seeds (data order, augmentation, masks; the supernet stays the one of
+``--seed``), so a difference can be set against the spread between seeds.
 
 Prints one row per variant and epoch count: the students' NME (%, inter-ocular, the profile's
 decoding) on the held-out faces and the training seconds.
@@ -45,6 +49,11 @@ VARIANTS = {   # name -> (distill() switches or None for the plain fine-tuning, 
     "teacher + peers + masks (lambda1 = 1)": (dict(), {"lambda1": 1.0}),
     "teacher + peers + masks on half the faces": (dict(), {"occlusion": {**_OCC, "p": 0.5}}),
     "teacher + peers + masks, sides up to 30 %": (dict(), {"occlusion": {**_OCC, "max_frac": 0.3}}),
+    "teacher, unmasked (one student)": (dict(peers=False, masked=False), {}),
+    # the masked run's random draws without the masks (p = 0): tells the masks' own effect
+    # from the change in the augmentation stream that drawing them causes
+    "teacher + masks drawn, none applied (one student)": (dict(peers=False),
+                                                          {"occlusion": {**_OCC, "p": 0.0}}),
 }
 
 
@@ -69,6 +78,8 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--epochs", type=int, nargs="+", default=[4, 8])
     ap.add_argument("--variants", type=int, nargs="+", default=list(range(len(VARIANTS))))
     ap.add_argument("--seed", type=int, default=0, help="networks and data order")
+    ap.add_argument("--tune-seeds", type=int, nargs="+", default=None,
+                    help="fine-tuning seeds (default: --seed)")
     ap.add_argument("--split-seed", type=int, default=123, help="which faces are held out")
     ap.add_argument("--cache", default=".cache/sd_hrnet_kd_study")
     args = ap.parse_args(argv)
@@ -100,18 +111,19 @@ def main(argv=None) -> pd.DataFrame:
                 continue
             cfg = copy.deepcopy(P)
             cfg["distill"].update(settings, epochs=epochs)
-            t0 = time.perf_counter()
-            student = slimming.slim(supernet, threshold)
-            if switches is None:
-                models = [T.fine_tune(student, train, cfg, seed=args.seed)[0]]
-            else:
-                pair, _ = distillation.distill(student, teacher, train, cfg, seed=args.seed,
-                                               **switches)
-                models = [m for m in (pair.s1, pair.s2) if m is not None]
-            rows.append({"variant": name, "epochs": epochs,
-                         "NME (%)": " / ".join(f"{nme(m):.2f}" for m in models),
-                         "train s": round(time.perf_counter() - t0)})
-            print(rows[-1], flush=True)
+            for tune in args.tune_seeds or [args.seed]:
+                t0 = time.perf_counter()
+                student = slimming.slim(supernet, threshold)
+                if switches is None:
+                    models = [T.fine_tune(student, train, cfg, seed=tune)[0]]
+                else:
+                    pair, _ = distillation.distill(student, teacher, train, cfg, seed=tune,
+                                                   **switches)
+                    models = [m for m in (pair.s1, pair.s2) if m is not None]
+                rows.append({"variant": name, "epochs": epochs, "seed": tune,
+                             "NME (%)": " / ".join(f"{nme(m):.2f}" for m in models),
+                             "train s": round(time.perf_counter() - t0)})
+                print(rows[-1], flush=True)
     print(f"\n300-W training faces, {len(val)} held out (split seed {args.split_seed}; {args.profile} "
           f"profile, seed {args.seed}):")
     table = pd.DataFrame(rows)

@@ -20,10 +20,11 @@ def test_study_rows_and_cache(w300_root, tmp_path, monkeypatch):
     from lmklib.papers import sd_hrnet_lin2023 as T
     monkeypatch.setitem(T.PROFILES["smoke"]["slim"], "params_ratio", None)
     args = ["--data-root", str(w300_root.parent), "--profile", "smoke", "--val", "16",
-            "--epochs", "1", "--variants", "0", "2", "--cache", str(tmp_path)]
+            "--epochs", "1", "--variants", "0", "8", "--tune-seeds", "0", "1", "--cache", str(tmp_path)]
     table = study.main(args)
-    assert list(table["variant"]) == ["HRSuperNet", "teacher", "S-HRNet (heatmap loss only)",
-                                      "teacher + masks (one student)"]
+    plain, drawn = "S-HRNet (heatmap loss only)", "teacher + masks drawn, none applied (one student)"
+    assert list(table["variant"]) == ["HRSuperNet", "teacher", plain, plain, drawn, drawn]
+    assert table["seed"].tolist()[2:] == [0, 1, 0, 1]
     assert table["NME (%)"].map(lambda s: all(float(v) > 0 for v in s.split(" / "))).all()
     cached = sorted(p.name for p in tmp_path.rglob("*.pt"))
     assert cached == ["supernet.pt", "teacher.pt"]
