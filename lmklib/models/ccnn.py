@@ -167,9 +167,15 @@ class NetGroup(ClearsDerived, nn.Module):
         net; without gradients the packing is cached until a parameter changes."""
         params = self._packed_sources()
         if not torch.is_grad_enabled() or not any(p.requires_grad for p in params):
-            return self._packed.get(params, lambda: {k: v.detach() for k, v in
-                                                     self._pack().items()})
+            return self._packed.get(params, self._pack_for_inference)
         return self._pack()
+
+    def _pack_for_inference(self) -> dict[str, torch.Tensor]:
+        """:meth:`_pack` detached, the conv weights channels-last like the inference input:
+        oneDNN otherwise reorders them at every call (measured at batch 1, one thread: the
+        stage-2 grouped convs 122 -> 84 us and 165 -> 126 us)."""
+        return {k: v.detach().contiguous(memory_format=torch.channels_last) if v.dim() == 4
+                else v.detach() for k, v in self._pack().items()}
 
     def _pack(self) -> dict[str, torch.Tensor]:
         nets, out = list(self.nets), max(self.out_dims)
