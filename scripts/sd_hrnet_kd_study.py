@@ -33,12 +33,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from lmklib import paths
 from lmklib.data.catalog import get_entry
 from lmklib.papers import sd_hrnet_lin2023 as T
 from lmklib.papers.sd_hrnet_lin2023 import distillation, slimming
+from lmklib.train import load_checkpoint, save_checkpoint
 
 _OCC = dict(p=1.0, min_frac=0.1, max_frac=0.5)
 VARIANTS = {   # name -> (distill() switches or None for the plain fine-tuning, distill settings)
@@ -61,12 +61,10 @@ def trained(path: Path, build, train_fn):
     """A network trained by ``train_fn`` (or its state loaded from ``path``)."""
     model = build()
     if path.exists():
-        model.load_state_dict(torch.load(path, weights_only=True))
+        model.load_state_dict(load_checkpoint(path))
         return model.eval()
     model = train_fn(model)
-    tmp = path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(path)
+    save_checkpoint(path, model.state_dict())
     return model.eval()
 
 
