@@ -117,6 +117,23 @@ def _signature(model: nn.Module) -> tuple[tuple[str, ...], str, tuple[torch.Tens
     return ("image",), "points", (image,)
 
 
+def _prepared(model: nn.Module, example: Sequence[torch.Tensor] | None, who: str
+              ) -> tuple[nn.Module, tuple, tuple[str, ...], str]:
+    """``(module to trace, example inputs, input names, output name)`` for ``model``, checked
+    as :func:`to_onnx` documents (eval mode; a known family or an ``example``)."""
+    name = type(model).__name__
+    if model.training:
+        raise ValueError(f"{who}: {name} is in training mode; call model.eval() first")
+    if isinstance(model, FAMILIES):
+        inputs, output, default = _signature(model)
+    elif example is not None:
+        inputs, output, default = tuple(f"input{i}" for i in range(len(example))), "output", ()
+    else:
+        raise ValueError(f"{who}: unknown model {name} (known: "
+                         f"{', '.join(f.__name__ for f in FAMILIES)}); pass example= to export it")
+    return _traced(model), tuple(default if example is None else example), inputs, output
+
+
 def to_onnx(model: nn.Module, path: str | Path, example: Sequence[torch.Tensor] | None = None
             ) -> Path:
     """Write ``model`` (in eval mode) to ``path`` as an ONNX graph; returns the path.
@@ -135,20 +152,9 @@ def to_onnx(model: nn.Module, path: str | Path, example: Sequence[torch.Tensor] 
             is missing.
         ModuleNotFoundError: the ``onnx`` package is not installed.
     """
-    name = type(model).__name__
-    if model.training:
-        raise ValueError(f"to_onnx: {name} is in training mode; call model.eval() first")
-    if isinstance(model, FAMILIES):
-        inputs, output, default = _signature(model)
-    elif example is not None:
-        inputs, output, default = tuple(f"input{i}" for i in range(len(example))), "output", ()
-    else:
-        raise ValueError(f"to_onnx: unknown model {name} (known: "
-                         f"{', '.join(f.__name__ for f in FAMILIES)}); pass example= to export it")
+    model, args, inputs, output = _prepared(model, example, "to_onnx")
     if importlib.util.find_spec("onnx") is None:
         raise ModuleNotFoundError('to_onnx needs the onnx package: pip install -e ".[onnx]"')
-    args = tuple(default if example is None else example)
-    model = _traced(model)
     with torch.no_grad():
         out = model(*args)
     n_out = len(out) if isinstance(out, (list, tuple)) else 1
@@ -168,6 +174,25 @@ def to_onnx(model: nn.Module, path: str | Path, example: Sequence[torch.Tensor] 
                           input_names=list(inputs), output_names=list(outputs),
                           dynamic_axes={n: {0: "batch"} for n in inputs + outputs})
     return path
+
+
+def to_torchscript(model: nn.Module, example: Sequence[torch.Tensor] | None = None
+                   ) -> torch.jit.ScriptModule:
+    """``model`` (in eval mode) traced and frozen as TorchScript: the same graph as
+    :func:`to_onnx`'s (same inputs, same constants, the batch dynamic), run by torch without
+    Python between the ops. At batch 1 a small network's time is mostly that per-op cost (the
+    CCNN cascade's 23 nets are ~200 ops for ~34 MFLOP; ``benchmarks/bench_ccnn.py`` times both).
+    ``torch.jit.save`` writes the result; ``torch.jit.load`` reads it without lmklib.
+
+    Its inputs are the family's (the module docstring's table) or ``example``'s, whose dtypes
+    and non-batch sizes are fixed in the graph as in :func:`to_onnx`."""
+    traced, args, _, _ = _prepared(model, example, "to_torchscript")
+    with warnings.catch_warnings(), torch.no_grad():
+        for message in ("You are using the legacy TorchScript", "The feature will be removed"):
+            warnings.filterwarnings("ignore", message, DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)
+        return torch.jit.freeze(torch.jit.trace(traced, args, check_trace=False).eval())
 
 
 def onnx_session(path: str | Path, threads: int = 1, optimize: bool = True):

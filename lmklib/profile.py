@@ -106,12 +106,13 @@ def latency(model: Callable, example: torch.Tensor | tuple, threads: int = 1, wa
     around each call.
 
     An ``nn.Module`` is put in eval mode and moved to ``device`` (and back, with its mode,
-    afterwards); any other callable (an onnxruntime session's runner, a lambda) is timed as it
-    is. The thread setting is restored afterwards. ``batch`` is the first input's first
-    dimension (1 without inputs); ``per_item_ms`` = median / batch.
+    afterwards); any other callable (a TorchScript graph, an onnxruntime session's runner, a
+    lambda) is timed as it is. The thread setting is restored afterwards. ``batch`` is the
+    first input's first dimension (1 without inputs); ``per_item_ms`` = median / batch.
     """
     inputs = example if isinstance(example, tuple) else (example,)
-    is_module = isinstance(model, nn.Module)
+    # (a TorchScript graph, lmklib.export.to_torchscript, is frozen as it is: timed as it is)
+    is_module = isinstance(model, nn.Module) and not isinstance(model, torch.jit.ScriptModule)
     old_threads = torch.get_num_threads()
     was_training = model.training if is_module else False
     home = next(model.parameters(), torch.empty(0)).device if is_module else None

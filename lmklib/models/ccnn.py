@@ -30,6 +30,7 @@ convolutions with ``groups=G`` and batched matrix products), not G Python calls.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -68,21 +69,70 @@ class CCNNConfig:
     relative: bool = True                  # windows+ (Eq. 9); False = windows- (absolute)
 
     def stage1_windows(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Centres ``[3, 2]`` and sizes ``[3, 2]`` of the F1, EN1, NM1 regions (box units)."""
-        r = self.region_fraction
-        centres = torch.tensor([[0.5, 0.5], [0.5, r / 2], [0.5, 1 - r / 2]])
-        sizes = torch.tensor([[1.0, 1.0], [1.0, r], [1.0, r]])
-        return centres, sizes
+        """Centres ``[3, 2]`` and sizes ``[3, 2]`` of the F1, EN1, NM1 regions (box units).
+        Shared constants: read them, do not write into them."""
+        return _stage1_windows(self.region_fraction)
 
     def local_window_sizes(self, stage: int) -> torch.Tensor:
         """Sizes ``[10, 2]`` (width, height, box units) of the ten windows of stage 2 or 3: nets
         0-4 use ``(b1, a1)`` for points 0-4, nets 5-9 ``(b2, a2)`` (Eq. 5, with a = b in the
-        paper), doubled when :attr:`window_extent` is ``"half"`` (the default)."""
+        paper), doubled when :attr:`window_extent` is ``"half"`` (the default). A shared
+        constant: read it, do not write into it."""
         if self.window_extent not in ("half", "full"):
             raise ValueError(f"window_extent must be 'half' or 'full', got {self.window_extent!r}")
         a1, a2 = {2: self.stage2_windows, 3: self.stage3_windows}[stage]
-        k = 2.0 if self.window_extent == "half" else 1.0
+        return _local_window_sizes(a1, a2, 2.0 if self.window_extent == "half" else 1.0)
+
+
+# Geometry constants, built once per value: a batch-1 cascade otherwise spends ~10 us on each
+# small torch.tensor it makes from Python lists. Built outside inference mode, so a constant
+# first made under torch.inference_mode() can still enter a training step's graph.
+@functools.lru_cache(maxsize=None)
+def _stage1_windows(r: float) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.inference_mode(False):
+        centres = torch.tensor([[0.5, 0.5], [0.5, r / 2], [0.5, 1 - r / 2]])
+        sizes = torch.tensor([[1.0, 1.0], [1.0, r], [1.0, r]])
+    return centres, sizes
+
+
+@functools.lru_cache(maxsize=None)
+def _local_window_sizes(a1: float, a2: float, k: float) -> torch.Tensor:
+    with torch.inference_mode(False):
         return torch.tensor([[k * a1, k * a1]] * 5 + [[k * a2, k * a2]] * 5)
+
+
+_EYE2 = torch.eye(2)
+
+
+@functools.lru_cache(maxsize=None)
+def _pixel_to_grid(w: int, h: int) -> torch.Tensor:
+    """``[2]``: grid_sample's units per source pixel, x and y, of a ``w`` x ``h`` image."""
+    with torch.inference_mode(False):
+        return torch.tensor([2.0 / w, 2.0 / h])
+
+
+@functools.lru_cache(maxsize=None)
+def _unit_grid(n: int) -> torch.Tensor:
+    """``[n * n, 3]``, row-major over an ``n`` x ``n`` window: ``(s_j, s_i, 1)`` for output
+    pixel ``(i, j)``, ``s_k = (k + 0.5) / n - 0.5`` its offset from the centre in window sides."""
+    with torch.inference_mode(False):
+        s = (torch.arange(n, dtype=torch.float32) + 0.5) / n - 0.5
+        gy, gx = torch.meshgrid(s, s, indexing="ij")
+        return torch.stack([gx, gy, torch.ones_like(gx)], -1).reshape(n * n, 3)
+
+
+@functools.lru_cache(maxsize=None)
+def _averaging(point_ids: tuple[tuple[int, ...], ...], pairs: int, k: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[G, pairs, k]``: weight ``1 / n_i`` where net g's output pair j is point i (predicted
+    by ``n_i`` nets), else 0; and ``[k, 1]``: 0, or NaN for a point no net predicts."""
+    with torch.inference_mode(False):
+        w = torch.zeros(len(point_ids), pairs, k)
+        for g, ids in enumerate(point_ids):
+            for j, i in enumerate(ids):
+                w[g, j, i] = 1.0
+        count = w.sum((0, 1))
+        return w / count.clamp(min=1), torch.where(count > 0, 0.0, float("nan"))[:, None]
 
 
 # --------------------------------------------------------------------------- the nets
@@ -207,7 +257,8 @@ class NetGroup(ClearsDerived, nn.Module):
                                    inplace=True))
         h = h.reshape(b, g, -1).transpose(0, 1)                        # [G, B, in], per-net order
         h = F.relu(torch.baddbmm(w["fc1.b"], h, w["fc1.w"]))
-        h = F.dropout(h, first.dropout, self.training)
+        if self.training:
+            h = F.dropout(h, first.dropout)
         return torch.baddbmm(w["fc2.b"], h, w["fc2.w"]).transpose(0, 1)
 
     def forward_each(self, x: torch.Tensor) -> torch.Tensor:
@@ -258,20 +309,23 @@ def sample_windows(images: torch.Tensor, frames: torch.Tensor, centres: torch.Te
     Returns:
         ``[B, M, C, out_size, out_size]`` float32, zero outside the image.
     """
-    x = images.float()
+    x = images if images.dtype == torch.float32 else images.float()
     b, c, h, w = x.shape
     centres = centres.expand(b, *centres.shape[-2:]) if centres.dim() == 2 else centres
     sizes = sizes.expand(b, *sizes.shape[-2:]) if sizes.dim() == 2 else sizes
     m = centres.shape[1]
-    steps = (torch.arange(out_size, dtype=torch.float32) + 0.5) / out_size - 0.5      # [n]
-    gx = centres[..., 0:1] + steps * sizes[..., 0:1]                                  # [B, M, n]
-    gy = centres[..., 1:2] + steps * sizes[..., 1:2]
-    grid = torch.stack(torch.broadcast_tensors(gx[:, :, None, :], gy[:, :, :, None]), -1)
+    # Each window is one affine map from its pixels' offsets (s_x, s_y, 1) (:func:`_unit_grid`)
+    # to box units, [[w, 0, c_x], [0, h, c_y]], composed with the inverse augmentation; a few
+    # small ops per stage, where building the grid coordinate by coordinate took ~30.
+    theta = torch.cat([sizes[..., None] * _EYE2, centres[..., None]], -1)  # [B, M, 2, 3]
     if augment is not None:
-        grid = apply_affine(grid, invert_affine(augment))
-    px = frames[:, None, None, None, 0] + grid[..., 0] * frames[:, None, None, None, 2]
-    py = frames[:, None, None, None, 1] + grid[..., 1] * frames[:, None, None, None, 3]
-    norm = torch.stack([(2 * px + 1) / w - 1, (2 * py + 1) / h - 1], -1)
+        inv = invert_affine(augment)[:, None]
+        theta = inv[..., :2] @ theta + F.pad(inv[..., 2:], (2, 0))
+    box = _unit_grid(out_size) @ theta.transpose(-1, -2)                   # [B, M, n*n, 2]
+    # box units -> source pixels (the frame) -> grid_sample's [-1, 1] (align_corners=False)
+    k = _pixel_to_grid(w, h)
+    scale, offset = frames[:, 2:] * k, (frames[:, :2] + 0.5) * k - 1
+    norm = box * scale.view(-1, 1, 1, 2) + offset.view(-1, 1, 1, 2)
     out = F.grid_sample(x, norm.reshape(b, m * out_size, out_size, 2), mode="bilinear",
                         padding_mode="zeros", align_corners=False)
     return out.reshape(b, c, m, out_size, out_size).permute(0, 2, 1, 3, 4)
@@ -317,14 +371,10 @@ def average_points(preds: torch.Tensor, point_ids: list[tuple[int, ...]], k: int
     Returns:
         ``[B, k, 2]``.
     """
-    terms: list[list[torch.Tensor]] = [[] for _ in range(k)]
-    for g, ids in enumerate(point_ids):
-        for j, i in enumerate(ids):
-            terms[i].append(preds[:, g, 2 * j:2 * j + 2])
-    # Summed from 0 in net order (the order of an in-place accumulation, bit for bit), but out
-    # of place: indexed in-place adds do not trace with a dynamic batch (lmklib.export).
-    nan = torch.full_like(preds[:, 0, :2], float("nan"))             # a point no net predicts
-    return torch.stack([sum(t) / len(t) if t else nan for t in terms], 1)
+    b, g, width = preds.shape
+    weights, missing = _averaging(tuple(map(tuple, point_ids)), width // 2, k)
+    # one contraction: a batch-1 cascade spent ~60 small slicing and adding ops on the loop
+    return torch.einsum("bgjc,gji->bic", preds.reshape(b, g, width // 2, 2), weights) + missing
 
 
 # --------------------------------------------------------------------------- the cascade
@@ -361,17 +411,14 @@ class CCNN(nn.Module):
     def decode_stage1(self, out: torch.Tensor, centres: torch.Tensor, sizes: torch.Tensor,
                       absolute: torch.Tensor | None = None) -> torch.Tensor:
         """Stage-1 outputs ``[B, 3, 10]`` -> averaged box-unit points ``[B, 5, 2]``."""
-        per_net = []
-        for g, ids in enumerate(STAGE1_POINTS):
-            t = out[:, g, :2 * len(ids)].reshape(-1, len(ids), 2)
-            if self.config.relative:
-                p = from_window(t, centres[:, g:g + 1], sizes[:, g:g + 1])
-            else:
-                if absolute is None:
-                    raise ValueError("windows- (absolute positioning) needs `absolute` boxes")
-                p = (t - absolute[:, None, :2]) / absolute[:, None, 2:]
-            per_net.append(F.pad(p.reshape(-1, 2 * len(ids)), (0, 10 - 2 * len(ids))))
-        return average_points(torch.stack(per_net, 1), list(STAGE1_POINTS))
+        t = out.unflatten(-1, (-1, 2))                                     # [B, 3, 5, 2]
+        if self.config.relative:                                   # from_window, every pair
+            p = (centres - sizes / 2)[:, :, None] + t * sizes[:, :, None]
+        else:
+            if absolute is None:
+                raise ValueError("windows- (absolute positioning) needs `absolute` boxes")
+            p = (t - absolute[:, None, None, :2]) / absolute[:, None, None, 2:]
+        return average_points(p.flatten(-2), list(STAGE1_POINTS))
 
     # ---- stages 2 and 3
     def local_inputs(self, stage, images, frames, anchors, augment=None, shake_std=0.0,
@@ -388,7 +435,7 @@ class CCNN(nn.Module):
     def decode_local(out: torch.Tensor, centres: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
         """``[B, 10, 2]`` window-relative outputs -> averaged box-unit points ``[B, 5, 2]``."""
         p = from_window(out[..., :2], centres, sizes)
-        return (p[:, :5] + p[:, 5:]) / 2
+        return p.unflatten(1, (2, 5)).mean(1)
 
     def forward(self, images: torch.Tensor, frames: torch.Tensor, stages: int = 3,
                 absolute: torch.Tensor | None = None) -> list[torch.Tensor]:
@@ -420,7 +467,9 @@ def canonical_frame(size: int, margin: float) -> torch.Tensor:
 def time_cascade(model: CCNN, image_hw: tuple[int, int] = (250, 250), threads: int = 1,
                  runs: int = 200, warmup: int = 20) -> dict[str, float]:
     """CPU latency of the full 3-stage cascade on one face (batch 1): from a raw uint8 image and
-    its face box to the stage-3 points, crops included. Returns median/p90 ms and runs."""
+    its face box to the stage-3 points, crops included. Returns median/p90 ms and runs.
+    ``model`` is a :class:`CCNN` (timed in eval mode) or its TorchScript graph
+    (:func:`lmklib.export.to_torchscript` with an ``image_hw`` example)."""
     import time
 
     import numpy as np
@@ -428,9 +477,10 @@ def time_cascade(model: CCNN, image_hw: tuple[int, int] = (250, 250), threads: i
     img = torch.randint(0, 256, (1, 3, *image_hw), dtype=torch.uint8)
     h, w = image_hw
     frames = image_frames(torch.tensor([[0.34 * w, 0.37 * h, 0.64 * w, 0.68 * h]]))
-    old, was_training = torch.get_num_threads(), model.training
+    old, was_training = torch.get_num_threads(), getattr(model, "training", False)
     torch.set_num_threads(threads)
-    model.eval()
+    if was_training:
+        model.eval()
     times = []
     try:
         with torch.inference_mode():
@@ -442,7 +492,8 @@ def time_cascade(model: CCNN, image_hw: tuple[int, int] = (250, 250), threads: i
                 times.append((time.perf_counter() - t0) * 1e3)
     finally:
         torch.set_num_threads(old)
-        model.train(was_training)
+        if was_training:
+            model.train()
     return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
             "runs": runs, "threads": threads}
 

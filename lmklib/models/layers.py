@@ -93,7 +93,9 @@ def max_pool2x2(x: torch.Tensor) -> torch.Tensor:
     h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
     if not inference(x) or h == 0 or w == 0:
         return F.max_pool2d(x, 2)                      # (and ATen's error for a too small map)
-    rows = torch.maximum(x[..., 0:h:2, :w], x[..., 1:h:2, :w])
+    if (h, w) != x.shape[-2:]:
+        x = x[..., :h, :w]                             # an odd row or column is dropped
+    rows = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
     return torch.maximum(rows[..., 0::2], rows[..., 1::2])
 
 
