@@ -326,7 +326,8 @@ def test_threshold_for_ratio_below_the_smallest_network_raises():
     model, full, cands, slim_flops = _flops_case()
     smallest = min(f for f in (slim_flops(c + 1e-12) for c in cands) if f > 0)
     assert slim_flops(cands[-1] + 1e-12) == 0 and smallest > 0.5 * full
-    with pytest.raises(ValueError, match="no threshold keeps"):
+    with pytest.raises(ValueError, match=f"no threshold keeps at most 0.5 of the flops: the "
+                                         f"smallest slimmed network keeps {smallest / full:.3f}"):
         S.threshold_for_ratio(model, 0.5, 32, measure="flops")
     with pytest.raises(ValueError, match="measure"):
         S.threshold_for_ratio(model, 0.5, 32, measure="latency")

@@ -160,8 +160,13 @@ def threshold_for_ratio(model: HRNet, ratio: float, size: int | None = None,
     hi = len(cands) - 1
     while hi >= 0 and not usable(hi):
         hi -= 1
-    if hi < 0 or not fits(hi):
-        raise ValueError(f"no threshold keeps at most {ratio} of the {measure}")
+    if hi < 0:
+        raise ValueError(f"no threshold keeps at most {ratio} of the {measure}: every "
+                         f"pruning leaves nothing reaching the head")
+    if not fits(hi):
+        least = cost(slim(model, cands[hi] + 1e-12)) / full
+        raise ValueError(f"no threshold keeps at most {ratio} of the {measure}: the smallest "
+                         f"slimmed network keeps {least:.3f}")
     lo = 0
     while lo < hi:
         mid = (lo + hi) // 2
