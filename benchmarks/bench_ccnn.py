@@ -74,5 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     print("targets met" if ok else "TARGET MISSED")
     return 0 if ok else 1
 
+
 if __name__ == "__main__":
     sys.exit(main())
