@@ -16,7 +16,8 @@ weights with each variant of ``04_sd_hrnet``'s recipe for each of ``--epochs``:
 * the teacher term, one student, unmasked; and the same with the masks' random numbers drawn
   but no mask applied (the control for the masked run's different augmentation stream).
 
-``--variants`` picks some of them by number (0-8, in this order); ``--tune-seeds`` fine-tunes
+``--variants`` picks some of them by number (0-8, in this order); ``--slim-l1`` searches with
+another Eq. 2 lambda (its supernet cached beside the profile's); ``--tune-seeds`` fine-tunes
 each with several seeds (data order, augmentation, masks; the supernet stays the one of
 ``--seed``), so a difference can be set against the spread between seeds.
 
@@ -80,9 +81,13 @@ def main(argv=None) -> pd.DataFrame:
                     help="fine-tuning seeds (default: --seed)")
     ap.add_argument("--split-seed", type=int, default=123, help="which faces are held out")
     ap.add_argument("--cache", default=".cache/sd_hrnet_kd_study")
+    ap.add_argument("--slim-l1", type=float, default=None,
+                    help="Eq. 2's lambda for the search (default: the profile's)")
     args = ap.parse_args(argv)
 
     P = T.resolve_profile(args.profile)
+    if args.slim_l1 is not None:
+        P["slim"]["l1"] = args.slim_l1
     root = paths.data_root(args.data_root, must_exist=True)
     found = get_entry("300w").find(root)
     if found is None:
@@ -96,11 +101,16 @@ def main(argv=None) -> pd.DataFrame:
     def nme(model) -> float:
         return 100 * float(T.inter_ocular_nme(T.predict(model, val, P), val).mean())
 
-    supernet = trained(cache / "supernet.pt", lambda: T.make_supernet(P, seed=args.seed),
+    searched = "supernet.pt" if args.slim_l1 is None else f"supernet_l1_{args.slim_l1:g}.pt"
+    supernet = trained(cache / searched, lambda: T.make_supernet(P, seed=args.seed),
                        lambda m: slimming.search(m, train, P, seed=args.seed)[0])
     teacher = trained(cache / "teacher.pt", lambda: T.make_teacher(P, seed=args.seed),
                       lambda m: T.train_plain(m, train, P, P["teacher"], seed=args.seed)[0])
     threshold = slimming.profile_threshold(supernet, P)
+    kept = slimming.summary(supernet, slimming.slim(supernet, threshold), P["size"])
+    print(f"search lambda {P['slim']['l1']:g}: threshold {threshold:.4g} keeps "
+          f"{kept['slimmed_ops']} of {kept['supernet_ops']} operations, "
+          f"{kept['slimmed_blocks']} of {kept['supernet_blocks']} blocks", flush=True)
     rows = [{"variant": "HRSuperNet", "epochs": None, "NME (%)": f"{nme(supernet):.2f}"},
             {"variant": "teacher", "epochs": None, "NME (%)": f"{nme(teacher):.2f}"}]
     for epochs in args.epochs:
