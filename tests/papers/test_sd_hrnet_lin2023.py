@@ -380,6 +380,23 @@ def searched(cfg, faces):
     return model, hist, model.alpha_values()
 
 
+def test_alpha_gradient_rms_is_each_losss_pull_on_the_alphas_and_changes_nothing(cfg, faces):
+    model = T.make_supernet(cfg, seed=0)
+    before = copy.deepcopy(model.state_dict())
+    got = S.alpha_gradient_rms(model, faces, cfg, batches=1, seed=3)
+    assert set(got) == {"mse", "softmax_ce"}
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)   # batch-norm statistics too
+    for loss in got:   # by hand: the first batch, drawn and augmented as the search draws it
+        net, c = copy.deepcopy(model).train(), {**cfg, "loss": loss}
+        torch.manual_seed(3)
+        xb, yb = T.augmented(next(iter(T.loader(faces, cfg, 3))), T.scheme_of(faces))
+        value = T.heatmap_criterion(net(xb), T.targets(yb, c), c)
+        g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(value, net.alpha_parameters())])
+        assert got[loss] == pytest.approx(float(g.square().mean().sqrt()), rel=1e-5)
+    assert got["softmax_ce"] != pytest.approx(got["mse"], rel=1e-3)
+
+
 def test_search_history_and_slim(cfg, faces, searched):
     model, hist, alphas = searched
     assert len(hist) == 1 and {"heatmap_loss", "l1", "train_loss"} <= set(hist.columns)

@@ -12,6 +12,7 @@ not used -- 2,012 faces are few already).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -32,6 +33,30 @@ def slimming_loss(pred: torch.Tensor, target: torch.Tensor, model: HRNet, lam: f
     """Eq. 2: ``(heatmap loss, heatmap loss + lam * sum |alpha|)``."""
     hm = heatmap_criterion(pred, target, cfg)
     return hm, hm + lam * l1_alphas(model)
+
+
+def alpha_gradient_rms(model: HRNet, faces, cfg: dict, losses=("mse", "softmax_ce"),
+                       batches: int = 4, seed: int = 0) -> dict[str, float]:
+    """How hard each heatmap loss of ``losses`` pulls on the alphas: the root mean square of
+    ``d loss / d alpha`` over every alpha and the first ``batches`` training batches (the same
+    batches and augmentation for each loss; ``model`` is not changed). Eq. 2's ``lambda`` acts
+    against this pull: Adam scales each alpha's step by its gradient's size."""
+    net, scheme = copy.deepcopy(model).train(), scheme_of(faces)
+    alphas = net.alpha_parameters()
+    out = {}
+    for loss in losses:
+        c = {**cfg, "loss": loss}
+        torch.manual_seed(seed)
+        squares, count = 0.0, 0
+        for i, batch in enumerate(loader(faces, cfg, seed)):
+            if i == batches:
+                break
+            xb, yb = augmented(batch, scheme)
+            grads = torch.autograd.grad(heatmap_criterion(net(xb), targets(yb, c), c), alphas)
+            squares += sum(float(g.square().sum()) for g in grads)
+            count += sum(g.numel() for g in grads)
+        out[loss] = (squares / count) ** 0.5
+    return out
 
 
 class Alternating:
