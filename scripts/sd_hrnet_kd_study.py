@@ -17,7 +17,7 @@ weights with each variant of ``04_sd_hrnet``'s recipe for each of ``--epochs``:
   but no mask applied (the control for the masked run's different augmentation stream).
 
 ``--variants`` picks some of them by number (0-8, in this order); ``--slim-l1`` searches with
-another Eq. 2 lambda (its supernet cached beside the profile's); ``--tune-seeds`` fine-tunes
+another Eq. 2 lambda (each cached network is keyed on the settings it was trained with); ``--tune-seeds`` fine-tunes
 each with several seeds (data order, augmentation, masks; the supernet stays the one of
 ``--seed``), so a difference can be set against the spread between seeds.
 
@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -56,6 +58,14 @@ VARIANTS = {   # name -> (distill() switches or None for the plain fine-tuning, 
     "teacher + masks drawn, none applied (one student)": (dict(peers=False),
                                                           {"occlusion": {**_OCC, "p": 0.0}}),
 }
+
+
+def settings_key(P: dict, *parts: str) -> str:
+    """12 hex digits of the profile settings a cached network was trained with (the input, the
+    heatmaps, the loss, the batch, and ``parts``), so that a changed profile trains anew
+    instead of reusing a network trained otherwise."""
+    used = {k: P[k] for k in ("size", "n_train", "sigma", "loss", "batch_size", *parts)}
+    return hashlib.sha1(json.dumps(used, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def trained(path: Path, build, train_fn):
@@ -101,10 +111,11 @@ def main(argv=None) -> pd.DataFrame:
     def nme(model) -> float:
         return 100 * float(T.inter_ocular_nme(T.predict(model, val, P), val).mean())
 
-    searched = "supernet.pt" if args.slim_l1 is None else f"supernet_l1_{args.slim_l1:g}.pt"
-    supernet = trained(cache / searched, lambda: T.make_supernet(P, seed=args.seed),
+    supernet = trained(cache / f"supernet_{settings_key(P, 'supernet', 'slim')}.pt",
+                       lambda: T.make_supernet(P, seed=args.seed),
                        lambda m: slimming.search(m, train, P, seed=args.seed)[0])
-    teacher = trained(cache / "teacher.pt", lambda: T.make_teacher(P, seed=args.seed),
+    teacher = trained(cache / f"teacher_{settings_key(P, 'teacher')}.pt",
+                      lambda: T.make_teacher(P, seed=args.seed),
                       lambda m: T.train_plain(m, train, P, P["teacher"], seed=args.seed)[0])
     threshold = slimming.profile_threshold(supernet, P)
     kept = slimming.summary(supernet, slimming.slim(supernet, threshold), P["size"])

@@ -26,7 +26,14 @@ def test_study_rows_and_cache(w300_root, tmp_path, monkeypatch):
     assert list(table["variant"]) == ["HRSuperNet", "teacher", plain, plain, drawn, drawn]
     assert table["seed"].tolist()[2:] == [0, 1, 0, 1]
     assert table["NME (%)"].map(lambda s: all(float(v) > 0 for v in s.split(" / "))).all()
+    P = T.resolve_profile("smoke")
     cached = sorted(p.name for p in tmp_path.rglob("*.pt"))
-    assert cached == ["supernet.pt", "teacher.pt"]
+    assert cached == [f"supernet_{study.settings_key(P, 'supernet', 'slim')}.pt",
+                      f"teacher_{study.settings_key(P, 'teacher')}.pt"]
     again = study.main(args)                      # the cached networks: the same numbers
     assert again["NME (%)"].tolist() == table["NME (%)"].tolist()
+    # another lambda is another search, cached beside the first; the teacher is reused
+    study.main(args[:8] + ["--variants", "0", "--slim-l1", "1e-3", "--cache", str(tmp_path)])
+    P["slim"]["l1"] = 1e-3
+    assert sorted(p.name for p in tmp_path.rglob("*.pt")) == sorted(
+        cached + [f"supernet_{study.settings_key(P, 'supernet', 'slim')}.pt"])
