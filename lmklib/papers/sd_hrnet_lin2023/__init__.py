@@ -75,7 +75,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                   schedule="onecycle", milestones=(), threshold=0.0017, params_ratio=0.30),
         distill=dict(epochs=4, lr=3e-3, lambda1=4.0, lambda2=1.0, schedule="onecycle",
                      milestones=(), occlusion=dict(p=1.0, min_frac=0.1, max_frac=0.5)),
-        table6=("teacher", "teacher_peers"),
+        table6=("teacher",),
         fig6=dict(supernets=("hrsupernet",), ratios=(0.6, 0.3, 0.15)),
         fps_batches=(1, 8, 32, 128), fps_runs=5),
     # Sec. 4.3 on 300-W: a GPU job
