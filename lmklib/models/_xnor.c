@@ -30,17 +30,53 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* OR the receptive fields of the zero-padded sign planes pl[Cw][Hp][Wp] into the bit field
+ * dst[K][P] (zeroed by the caller): output pixel p's tap (i, j), channels 64 c .. 64 c + 63, at
+ * bit (i * kw + j) * C + 64 c of its K words, as the kernels are packed. Tap by tap, a shift
+ * and OR over contiguous rows, which vectorises. */
+#define GATHER(dst, pl)                                                                       \
+    for (Py_ssize_t i = 0; i < kh; i++)                                                       \
+        for (Py_ssize_t j = 0; j < kw; j++)                                                   \
+            for (Py_ssize_t c = 0; c < Cw; c++) {                                             \
+                const Py_ssize_t nb = c < Cw - 1 ? 64 : C - 64 * (Cw - 1);                    \
+                const Py_ssize_t at = (i * kw + j) * C + 64 * c;                              \
+                const int shift = (int)(at & 63), spill = shift && shift + nb > 64;           \
+                uint64_t *f0 = (dst) + (at >> 6) * P;                                         \
+                const uint64_t *src = (pl) + c * plane + i * Wp + j;                          \
+                for (Py_ssize_t oy = 0; oy < Ho; oy++) {                                      \
+                    const uint64_t *s = src + oy * Wp;                                        \
+                    uint64_t *f = f0 + oy * Wo;                                               \
+                    for (Py_ssize_t ox = 0; ox < Wo; ox++) f[ox] |= s[ox] << shift;           \
+                    if (spill) /* the bits past the word's end start the next one */          \
+                        for (Py_ssize_t ox = 0; ox < Wo; ox++)                                \
+                            f[P + ox] |= s[ox] >> (64 - shift);                               \
+                }                                                                             \
+            }
+
 /* Every output pixel against every filter: the kernel body, compiled three times below (with
- * AVX-512 VPOPCNTQ, with the popcnt instruction, plain) and picked at run time. The input's
- * signs lie in a zero-padded plane per 64 channels (pb[c][Hp][Wp], Hp = Ho + kh - 1), and
- * pv[Hp][Wp] is all ones inside the image, 0 in the padding. Per image, each output pixel p's
- * receptive field is gathered into K = ceil(kh * kw * C / 64) words, tap t's C channel bits at
- * bit t * C as the kernels are packed, stored word-major (field[k * P + p]), with a mask of the
- * bits whose tap lies inside the image (padding counts nothing): tap by tap, a shift and OR over
- * contiguous rows of the planes. Then, filter by filter, the loop over the pixels runs on
- * contiguous words. Both vectorise. */
+ * AVX-512 VPOPCNTQ, with the popcnt instruction, plain) and picked at run time. The signs lie in
+ * zero-padded planes, one per 64 channels (pb[c][Hp][Wp], Hp = Ho + kh - 1). Once per call, the
+ * mask of the bits whose tap lies inside the image (padding counts nothing) is the field of an
+ * image of +1 signs, and full[p] its bit count; then per image, each output pixel's receptive
+ * field is gathered (GATHER) into K = ceil(kh * kw * C / 64) words, stored word-major
+ * (field[k * P + p]), and filter by filter the loop over the pixels runs on contiguous words. */
 #define CONV_BODY                                                                             \
     const Py_ssize_t P = Ho * Wo, Hp = Ho + kh - 1, Wp = Wo + kw - 1, plane = Hp * Wp;        \
+    uint64_t *mask = field + K * P;                                                           \
+    memset(pb, 0, (size_t)(Cw * plane) * sizeof(uint64_t));                                   \
+    for (Py_ssize_t c = 0; c < Cw; c++) { /* every sign +1 inside the image */                \
+        const Py_ssize_t nb = c < Cw - 1 ? 64 : C - 64 * (Cw - 1);                            \
+        const uint64_t ones = nb == 64 ? ~(uint64_t)0 : ((uint64_t)1 << nb) - 1;              \
+        for (Py_ssize_t y = 0; y < H; y++)                                                    \
+            for (Py_ssize_t xx = 0; xx < W; xx++)                                             \
+                pb[c * plane + (y + top) * Wp + left + xx] = ones;                            \
+    }                                                                                         \
+    memset(mask, 0, (size_t)(K * P) * sizeof(uint64_t));                                      \
+    GATHER(mask, pb)                                                                          \
+    memset(full, 0, (size_t)P * sizeof(int64_t));                                             \
+    for (Py_ssize_t k = 0; k < K; k++) /* the bits inside the image: the +-1 count */         \
+        for (Py_ssize_t q = 0; q < P; q++)                                                    \
+            full[q] += (int64_t)__builtin_popcountll(mask[k * P + q]);                        \
     for (Py_ssize_t n = 0; n < N; n++) {                                                      \
         memset(pb, 0, (size_t)(Cw * plane) * sizeof(uint64_t));                               \
         for (Py_ssize_t c = 0; c < C; c++) { /* the signs, branch-free (a coin toss) */       \
@@ -51,35 +87,8 @@
                 for (Py_ssize_t xx = 0; xx < W; xx++)                                         \
                     dst[y * Wp + xx] |= (uint64_t)(src[y * W + xx] >= 0.0f) << shift;         \
         }                                                                                     \
-        memset(field, 0, (size_t)(2 * K * P) * sizeof(uint64_t));                             \
-        for (Py_ssize_t i = 0; i < kh; i++)                                                   \
-            for (Py_ssize_t j = 0; j < kw; j++)                                               \
-                for (Py_ssize_t c = 0; c < Cw; c++) {                                         \
-                    const Py_ssize_t nb = c < Cw - 1 ? 64 : C - 64 * (Cw - 1);                \
-                    const uint64_t ones = nb == 64 ? ~(uint64_t)0 : ((uint64_t)1 << nb) - 1;  \
-                    const Py_ssize_t at = (i * kw + j) * C + 64 * c;                          \
-                    const int shift = (int)(at & 63), spill = shift && shift + nb > 64;       \
-                    uint64_t *f0 = field + (at >> 6) * P, *m0 = f0 + K * P;                   \
-                    const uint64_t *src = pb + c * plane + i * Wp + j, *vs = pv + i * Wp + j; \
-                    for (Py_ssize_t oy = 0; oy < Ho; oy++) {                                  \
-                        const uint64_t *s = src + oy * Wp, *v = vs + oy * Wp;                 \
-                        uint64_t *f = f0 + oy * Wo, *m = m0 + oy * Wo;                        \
-                        for (Py_ssize_t ox = 0; ox < Wo; ox++) {                              \
-                            f[ox] |= s[ox] << shift;                                          \
-                            m[ox] |= (v[ox] & ones) << shift;                                 \
-                        }                                                                     \
-                        if (spill) /* the bits past the word's end start the next one */      \
-                            for (Py_ssize_t ox = 0; ox < Wo; ox++) {                          \
-                                f[P + ox] |= s[ox] >> (64 - shift);                           \
-                                m[P + ox] |= (v[ox] & ones) >> (64 - shift);                  \
-                            }                                                                 \
-                    }                                                                         \
-                }                                                                             \
-        const uint64_t *mask = field + K * P;                                                 \
-        memset(full, 0, (size_t)P * sizeof(int64_t));                                         \
-        for (Py_ssize_t k = 0; k < K; k++) /* the bits inside the image: the +-1 count */     \
-            for (Py_ssize_t q = 0; q < P; q++)                                                \
-                full[q] += (int64_t)__builtin_popcountll(mask[k * P + q]);                    \
+        memset(field, 0, (size_t)(K * P) * sizeof(uint64_t));                                 \
+        GATHER(field, pb)                                                                     \
         for (Py_ssize_t o = 0; o < O; o++) {                                                  \
             memset(acc, 0, (size_t)P * sizeof(int64_t));                                      \
             for (Py_ssize_t k = 0; k < K; k++) {                                              \
@@ -104,8 +113,8 @@
     const float *x, const uint64_t *w, float *out, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,  \
         Py_ssize_t W, Py_ssize_t O, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t top,             \
         Py_ssize_t left, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t Cw, Py_ssize_t K,           \
-        int has_scale, float scale, const float *bias, uint64_t *pb, const uint64_t *pv,      \
-        uint64_t *field, int64_t *acc, int64_t *full
+        int has_scale, float scale, const float *bias, uint64_t *pb, uint64_t *field,       \
+        int64_t *acc, int64_t *full
 
 static void conv_plain(CONV_ARGS) { CONV_BODY }
 
@@ -127,7 +136,7 @@ static PyObject *binary_conv(PyObject *self, PyObject *args) {
     Py_ssize_t Cw = (C + 63) / 64;
     int has_scale = scale_obj != Py_None, has_bias = 0;
     float scale = has_scale ? (float)PyFloat_AsDouble(scale_obj) : 0.0f;
-    uint64_t *pb = NULL, *pv = NULL, *field = NULL;
+    uint64_t *pb = NULL, *field = NULL;
     int64_t *acc = NULL, *full = NULL;
     Py_ssize_t K = (kh * kw * C + 63) / 64, Hp = Ho + kh - 1, Wp = Wo + kw - 1;
     if (has_scale && PyErr_Occurred()) goto done;
@@ -149,16 +158,13 @@ static PyObject *binary_conv(PyObject *self, PyObject *args) {
         !need_bytes("binary_conv", &ob, N * O * Ho * Wo * (Py_ssize_t)sizeof(float), "out"))
         goto done;
     pb = malloc((size_t)(Cw * Hp * Wp + 1) * sizeof(uint64_t));
-    pv = calloc((size_t)(Hp * Wp + 1), sizeof(uint64_t));
     field = malloc((size_t)(2 * K * Ho * Wo + 1) * sizeof(uint64_t));
     acc = malloc((size_t)(Ho * Wo + 1) * sizeof(int64_t));
     full = malloc((size_t)(Ho * Wo + 1) * sizeof(int64_t));
-    if (!pb || !pv || !field || !acc || !full) {
+    if (!pb || !field || !acc || !full) {
         PyErr_NoMemory();
         goto done;
     }
-    for (Py_ssize_t y = 0; y < H; y++) /* the image inside its padding */
-        for (Py_ssize_t xx = 0; xx < W; xx++) pv[(y + top) * Wp + left + xx] = ~(uint64_t)0;
     Py_BEGIN_ALLOW_THREADS
     const float *x = (const float *)xb.buf, *bias = has_bias ? (const float *)bb.buf : NULL;
     const uint64_t *w = (const uint64_t *)wb.buf;
@@ -167,20 +173,19 @@ static PyObject *binary_conv(PyObject *self, PyObject *args) {
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vpopcntdq"))
         conv_avx512(x, w, out, N, C, H, W, O, kh, kw, top, left, Ho, Wo, Cw, K, has_scale, scale,
-                    bias, pb, pv, field, acc, full);
+                    bias, pb, field, acc, full);
     else if (__builtin_cpu_supports("popcnt"))
         conv_popcnt(x, w, out, N, C, H, W, O, kh, kw, top, left, Ho, Wo, Cw, K, has_scale, scale,
-                    bias, pb, pv, field, acc, full);
+                    bias, pb, field, acc, full);
     else
 #endif
         conv_plain(x, w, out, N, C, H, W, O, kh, kw, top, left, Ho, Wo, Cw, K, has_scale, scale,
-                   bias, pb, pv, field, acc, full);
+                   bias, pb, field, acc, full);
     Py_END_ALLOW_THREADS
     result = Py_None;
     Py_INCREF(result);
 done:
     free(pb);
-    free(pv);
     free(field);
     free(acc);
     free(full);
