@@ -62,11 +62,15 @@ estimate, like a cascade's re-cropped features, and gradients reach the paramete
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data.heatmaps import diffusion_heatmaps
-from .layers import ConvBNAct, FastConv2d, MaxPool2x2
+from .layers import (ClearsDerived, ConvBNAct, DerivedCache, FastConv2d, MaxPool2x2, Plan,
+                     conv_sources, fold_plan, foldable, inference, run_plan)
 
 VARIANTS: dict[str, dict] = {
     "fast_dhm": dict(prior_channels=3, steps=4),   # 3D DHM prior + fast recurrent module
@@ -131,7 +135,19 @@ def _check_input(x: torch.Tensor, channels: int, size: int) -> None:
         raise ValueError(f"expected input [N, {channels}, {size}, {size}], got {list(x.shape)}")
 
 
-class FastDHM(nn.Module):
+class _FastPlan(NamedTuple):
+    """Fast DHM's whole inference, prepared once (:meth:`FastDHM.forward`)."""
+
+    stem_w: torch.Tensor            # the stem's folded weights on the image channels
+    stem_b: torch.Tensor            # [1, O, S/2, S/2]: its folded bias plus its conv of the prior
+    stride: tuple
+    layers: list                    # (Plan, act) of the separable blocks
+    recurrent: tuple[Plan, Plan, Plan] | None     # d_i, w_hh, d_h
+    fc_w: torch.Tensor              # [2K, D]
+    fc_b: torch.Tensor              # [2K, 1]: the FC's bias plus the mean shape
+
+
+class FastDHM(ClearsDerived, nn.Module):
     """Fast DHM (Sec. III-C): ``[image, prior maps]`` -> depthwise-separable CNN (Fig. 2b) ->
     fast recurrent module (Eq. 7), ``T`` steps -> FC -> K landmarks (module docstring).
 
@@ -154,6 +170,11 @@ class FastDHM(nn.Module):
     ``forward(x)``: ``x`` ``[N, C, S, S]`` float, already standardised -> ``[N, K, 2]``
     normalised crop units. ``config`` holds every argument but the tensors, so
     ``FastDHM(**config)`` + ``load_state_dict`` rebuilds a saved model.
+
+    Inference (eval mode, no autograd, CPU float32; :meth:`forward`) runs one prepared plan of
+    the whole network instead of its modules: the BNs folded, the prior's share of the stem
+    convolution and the FC's bias plus the mean shape computed once, kept until a parameter,
+    buffer or module changes. The same function, its float sums ordered differently.
     """
 
     def __init__(self, prior: torch.Tensor | None = None, mean: torch.Tensor | None = None, *,
@@ -197,6 +218,7 @@ class FastDHM(nn.Module):
         self.fc = nn.Linear(c * (size // 16) ** 2, 2 * k)
         nn.init.zeros_(self.fc.weight)   # untrained output = the mean initialisation
         nn.init.zeros_(self.fc.bias)
+        self._fast = DerivedCache()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``F_0`` ``[N, 128 n r, S/16, S/16]``: the CNN on ``cat(x, prior)``."""
@@ -225,11 +247,88 @@ class FastDHM(nn.Module):
         return [self.read_out(f) for f in self.steps_features(x)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = None if self.training else self._inference(x)
+        if y is not None:
+            return y
         f = self.features(x)
         h = f
         for _ in range(self.steps):
             f, h = self.recurrent(f, h)
         return self.read_out(f)
+
+    # ------------------------------------------------------------------ inference fast path
+    # At batch 1 this network does ~7 MFLOP; run module by module, its per-call costs (module
+    # calls, per-layer cache checks) took longer than the arithmetic (issue #15). The model
+    # checks one cache for all its tensors and runs the plans back to back.
+    def _convs(self) -> list | None:
+        """``(conv, bn, act)`` of every convolution in order (the CNN's, then the recurrent
+        module's d_i, w_hh, d_h), read from the modules' dicts; None when a module is not the
+        kind built here (replaced by a caller)."""
+        convs = []
+        for block in self.cnn._modules.values():
+            for layer in (block._modules.values() if type(block) is SeparableBlock
+                          else (block,)):
+                if type(layer) is not ConvBNAct:
+                    return None
+                mods = layer._modules
+                convs.append((mods["0"], mods["1"], layer._act))
+        if self.steps:
+            rec = self.recurrent._modules
+            for name in ("d_i", "w_hh", "d_h"):
+                if type(rec[name]) is not FastConv2d:
+                    return None
+                convs.append((rec[name], None, None))
+        return convs
+
+    def _inference(self, x: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`forward` by the prepared plan, or None where it does not apply (autograd,
+        tracing, a BN in training mode, a module replaced, a tensor off the CPU or not
+        float32): the modules then run."""
+        if x.dtype != torch.float32 or x.device.type != "cpu":
+            return None
+        convs = self._convs()
+        if convs is None or not all(foldable(c, bn) for c, bn, _ in convs):
+            return None
+        fc, buffers = self.fc._parameters, self._buffers
+        sources = [t for c, bn, _ in convs for t in conv_sources(c, bn)]
+        sources += [fc["weight"], fc["bias"], buffers["prior"], buffers["mean"]]
+        if not inference(x, *sources):
+            return None
+        _check_input(x, self.in_channels, self.size)
+        plan: _FastPlan = self._fast.get(sources, lambda: self._prepare(convs))
+        f = F.conv2d(x, plan.stem_w, None, plan.stride, 1).add_(plan.stem_b).relu_()
+        for layer, act in plan.layers:
+            f = run_plan(f, layer, act)
+        if plan.recurrent is not None:
+            d_i, w_hh, d_h = plan.recurrent
+            h = f
+            for _ in range(self.steps):
+                h = run_plan(f, d_i, None).add_(run_plan(run_plan(h, w_hh, None), d_h, None)
+                                                ).tanh_()
+                f = f + h
+        n = f.shape[0]
+        if n == 1:       # (a matrix-vector product: a third faster than the row form here)
+            out = torch.addmm(plan.fc_b, plan.fc_w, f.view(-1, 1))
+        else:
+            out = torch.addmm(plan.fc_b.view(-1), f.view(n, -1), plan.fc_w.t())
+        return out.view(n, self.n_points, 2)
+
+    def _prepare(self, convs: list) -> _FastPlan:
+        plans = [(fold_plan(c, bn), act) for c, bn, act in convs]
+        n_blocks = len(plans) - (3 if self.steps else 0)
+        stem, act = plans[0]
+        if act != "relu" or stem.kind != "conv" or stem.geometry[1:] != ((1, 1), (1, 1), 1):
+            raise AssertionError(f"Fast DHM's stem is not the one built here: {convs[0][0]}")
+        c = self.in_channels
+        with torch.inference_mode(False), torch.no_grad():
+            # the prior is fixed: its share of the (linear) stem convolution is a constant map
+            stem_b = F.conv2d(self.prior[None], stem.w[:, c:], stem.b, stem.geometry[0], 1) \
+                if self.prior.shape[0] else stem.b.view(1, -1, 1, 1)
+            fc_b = (self.fc.bias.detach() + self.mean.reshape(-1)).view(-1, 1)
+        return _FastPlan(stem.w[:, :c].contiguous(), stem_b.contiguous(), stem.geometry[0],
+                         plans[1:n_blocks],
+                         tuple(p for p, _ in plans[n_blocks:]) if self.steps else None,
+                         self.fc.weight.detach().contiguous(), fc_b.contiguous())
 
 
 # --------------------------------------------------------------------------- DHM

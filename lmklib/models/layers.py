@@ -211,29 +211,66 @@ def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.Batch
     return w.detach().contiguous(), b.detach().contiguous()
 
 
-class _Plan(NamedTuple):
-    """What :func:`conv_bn_act` runs for one conv: its kind and its (folded) weights."""
+class Plan(NamedTuple):
+    """What :func:`run_plan` runs for one convolution: its kind, its (folded) weights and its
+    geometry (:func:`fold_plan`)."""
 
     kind: str                       # "dw3x3", "1x1" (batch 1: a matrix product) or "conv"
     w: torch.Tensor                 # [O, C / groups, kh, kw]; [O, C] for "1x1"
     b: torch.Tensor | None          # [O]; [O, 1] for "1x1"
+    geometry: tuple                 # F.conv2d's (stride, padding, dilation, groups)
     arrays: tuple | None = None     # "dw3x3": w and b as numpy arrays for the C loop
 
 
-def _fold_plan(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> _Plan:
+def fold_plan(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> Plan:
+    """``conv`` (+ ``bn`` in eval mode, folded by :func:`fold_batchnorm`) prepared for
+    :func:`run_plan`: detached, contiguous weights in the form its kind runs on."""
     if bn is None:
         w = conv.weight.detach().contiguous()
         b = None if conv.bias is None else conv.bias.detach().contiguous()
     else:
         w, b = fold_batchnorm(conv.weight, conv.bias, bn)
+    geometry = (conv.stride, conv.padding, conv.dilation, conv.groups)
     if conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1 \
             and conv.padding in ((0, 0), "valid"):
-        return _Plan("1x1", w.view(w.shape[0], -1), None if b is None else b.view(-1, 1))
+        return Plan("1x1", w.view(w.shape[0], -1), None if b is None else b.view(-1, 1),
+                    geometry)
     if conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.dilation == (1, 1) \
             and conv.groups == conv.in_channels == conv.out_channels \
             and conv.stride[0] == conv.stride[1]:
-        return _Plan("dw3x3", w, b, (w.numpy(), None if b is None else b.numpy()))
-    return _Plan("conv", w, b)
+        return Plan("dw3x3", w, b, geometry, (w.numpy(), None if b is None else b.numpy()))
+    return Plan("conv", w, b, geometry)
+
+
+def run_plan(x: torch.Tensor, plan: Plan, act: str | None) -> torch.Tensor:
+    """``act(conv(x))`` with a :func:`fold_plan` plan, at inference on a CPU float32 ``x``: a
+    depthwise 3x3 convolution in the C loop of :func:`depthwise3x3` where that pays
+    (:func:`_loop_pays`), a 1x1 one by :func:`_matmul_1x1`, any other as ``F.conv2d``; the
+    activation applied in place."""
+    if plan.kind == "dw3x3":
+        return _depthwise_conv(x, plan.w, plan.b, plan.geometry[0][0], act, plan.arrays)
+    if plan.kind == "1x1":
+        return activate(_matmul_1x1(x, plan.w, plan.b), act)
+    return activate(F.conv2d(x, plan.w, plan.b, *plan.geometry), act)
+
+
+def conv_sources(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> list[torch.Tensor]:
+    """The tensors a :func:`fold_plan` of ``conv`` (+ ``bn``) is computed from, read from the
+    modules' own dicts (``nn.Module.__getattr__`` costs a few us per call at this scale): the
+    key of its :class:`DerivedCache`."""
+    cp = conv._parameters
+    if bn is None:
+        return [cp["weight"]] if cp.get("bias") is None else [cp["weight"], cp["bias"]]
+    bp, bb = bn._parameters, bn._buffers
+    return [t for t in (cp["weight"], cp.get("bias"), bp.get("weight"), bp.get("bias"),
+                        bb.get("running_mean"), bb.get("running_var")) if t is not None]
+
+
+def foldable(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> bool:
+    """Whether :func:`fold_plan` computes ``bn(conv(.))`` as the modules do: the BN (if any) in
+    eval mode with running statistics, zero padding."""
+    return conv.padding_mode == "zeros" and (
+        bn is None or (not bn.training and bn._buffers.get("running_mean") is not None))
 
 
 def conv_bn_act(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, act: str | None,
@@ -243,32 +280,14 @@ def conv_bn_act(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, act
     statistics, another padding mode, a tensor off the CPU or not float32): the caller then
     runs its modules.
 
-    The BN is folded into the convolution (:func:`fold_batchnorm`) and the weights prepared
-    once, kept in ``cache`` until a parameter or statistic changes; a depthwise 3x3
-    convolution (padding 1) runs in the C loop of :func:`depthwise3x3` where that pays
-    (:func:`_loop_pays`), a 1x1 one by :func:`_matmul_1x1`, any other as ``F.conv2d``, each
-    with the folded weights and the activation applied in place."""
-    # (the modules' own dicts: nn.Module.__getattr__ costs a few us per call at this scale)
-    cp = conv._parameters
-    if bn is None:
-        sources = [cp["weight"]] if cp.get("bias") is None else [cp["weight"], cp["bias"]]
-        stats_missing = False
-    else:
-        bp, bb = bn._parameters, bn._buffers
-        sources = [t for t in (cp["weight"], cp.get("bias"), bp.get("weight"), bp.get("bias"),
-                               bb.get("running_mean"), bb.get("running_var")) if t is not None]
-        stats_missing = bn.training or bb.get("running_mean") is None
-    if stats_missing or conv.padding_mode != "zeros" or x.dtype != torch.float32 \
-            or x.device.type != "cpu" or not inference(x, *sources) \
+    The BN is folded into the convolution and the weights prepared once (:func:`fold_plan`),
+    kept in ``cache`` until a parameter or statistic changes, and run by :func:`run_plan`."""
+    sources = conv_sources(conv, bn)
+    if not foldable(conv, bn) or x.dtype != torch.float32 or x.device.type != "cpu" \
+            or not inference(x, *sources) \
             or x.dim() != 4 or x.shape[1] != conv.in_channels:   # (torch's modules say why)
         return None
-    plan = cache.get(sources, lambda: _fold_plan(conv, bn))
-    if plan.kind == "dw3x3":
-        return _depthwise_conv(x, plan.w, plan.b, conv.stride[0], act, plan.arrays)
-    if plan.kind == "1x1":
-        return activate(_matmul_1x1(x, plan.w, plan.b), act)
-    return activate(F.conv2d(x, plan.w, plan.b, conv.stride, conv.padding, conv.dilation,
-                             conv.groups), act)
+    return run_plan(x, cache.get(sources, lambda: fold_plan(conv, bn)), act)
 
 
 class FastConv2d(ClearsDerived, nn.Conv2d):

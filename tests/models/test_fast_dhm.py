@@ -121,9 +121,11 @@ def test_untrained_output_is_the_mean_and_steps_read_out(variant):
         assert out.shape == (3, 68, 2)
         torch.testing.assert_close(out, mean.expand(3, -1, -1), rtol=0, atol=0)
         m.fc.weight.normal_(0, 0.01)                 # now each step reads out differently
-        steps = m.steps_points(x)
+        with torch.enable_grad():                    # the modules (parameters need a gradient)
+            steps = [s.detach() for s in m.steps_points(x)]
+            torch.testing.assert_close(steps[-1], m(x).detach(), rtol=0, atol=0)
         assert len(steps) == m.steps + 1
-        torch.testing.assert_close(steps[-1], m(x), rtol=0, atol=0)
+        torch.testing.assert_close(steps[-1], m(x))  # the inference plan: sums reordered
         if m.steps:
             assert not torch.allclose(steps[0], steps[-1])
 
@@ -270,3 +272,68 @@ def test_tiny_dhm_learns_fixed_targets():
         y = m.posed_shape(0.5 * torch.randn(8, 18))[..., :2] / 32
     first, last = _fit(m, x, y, lr=3e-3)
     assert last < first / 20
+
+
+# --------------------------------------------------------------------------- inference plan
+def _modules_out(m: FastDHM, x: torch.Tensor) -> torch.Tensor:
+    with torch.enable_grad():          # parameters need a gradient: every module runs as written
+        return m(x).detach()
+
+
+@pytest.mark.parametrize("variant,n", [("fast_dhm", 1), ("fast_dhm", 2), ("3d_cnn", 1),
+                                       ("2d_rnn", 2)])
+def test_inference_plan_equals_modules_and_follows_every_change(variant, n):
+    from torch import nn
+
+    from lmklib.models.layers import ConvBNAct
+    torch.manual_seed(6)
+    p = VARIANTS[variant]["prior_channels"]
+    m = fast_dhm(1, variant, prior=torch.rand(p, 32, 32), mean=torch.rand(68, 2), size=32)
+    for bn in (b for b in m.modules() if isinstance(b, nn.BatchNorm2d)):
+        bn.running_mean.normal_(0, 0.1), bn.running_var.uniform_(0.5, 2)
+        nn.init.normal_(bn.weight, 1, 0.1), nn.init.normal_(bn.bias, 0, 0.1)
+    nn.init.normal_(m.fc.weight, 0, 0.05), nn.init.normal_(m.fc.bias, 0, 0.05)
+    m.eval()
+    x = torch.randn(n, 3, 32, 32)
+
+    def check():
+        with torch.no_grad():
+            got = m._inference(x)
+            assert got is not None                                   # the plan ran
+            torch.testing.assert_close(got, _modules_out(m, x), rtol=1e-5, atol=1e-5)
+
+    check()
+    for change in (lambda: m.cnn[1][0][1].running_var.mul_(3),   # a statistic, in place
+                   lambda: m.prior.add_(0.5),          # the fixed maps (the stem's constant)
+                   lambda: m.mean.add_(0.1),           # the read-out's constant
+                   lambda: m.fc.weight.mul_(-1)):
+        with torch.no_grad():
+            change()
+        check()
+    m.fc.bias = nn.Parameter(torch.randn_like(m.fc.bias))      # a parameter replaced
+    check()
+    with torch.no_grad():
+        m.cnn[2][1][0].weight.data = torch.randn_like(m.cnn[2][1][0].weight)   # new memory
+    check()
+    old = m.cnn[2][1]                                 # a whole layer replaced
+    m.cnn[2][1] = ConvBNAct(nn.Conv2d(old[0].in_channels, old[0].out_channels, 1, bias=False),
+                            nn.BatchNorm2d(old[0].out_channels), nn.ReLU()).eval()
+    check()
+    if m.steps:
+        with torch.no_grad():
+            m.recurrent.d_i.bias.add_(0.3)
+        check()
+    m.half().float()                                  # conversions (rounding) clear the plan
+    check()
+    m.cnn[1][0][1].train()                            # a BN on batch statistics: the modules
+    with torch.no_grad():
+        assert m._inference(x) is None
+    m.eval()
+    m.cnn[3] = nn.Identity()                          # not the network built here: the modules
+    with torch.no_grad():
+        assert m._inference(x) is None
+    with torch.no_grad():
+        assert m._inference(x.double()) is None       # float32 only
+    fresh = fast_dhm(1, variant, prior=torch.rand(p, 32, 32), size=32).eval()
+    with torch.no_grad(), pytest.raises(ValueError, match=r"expected input \[N, 3, 32, 32\]"):
+        fresh(x[..., :16, :16])                       # the plan's input check is the modules'
