@@ -70,7 +70,8 @@ from torch import nn
 
 from ..data.heatmaps import diffusion_heatmaps
 from .layers import (ClearsDerived, ConvBNAct, DerivedCache, FastConv2d, MaxPool2x2, Plan,
-                     conv_sources, fold_plan, foldable, inference, run_plan)
+                     conv_sources, depthwise_pair_hwc, fold_plan, foldable, inference,
+                     run_plan, stem3x3)
 
 VARIANTS: dict[str, dict] = {
     "fast_dhm": dict(prior_channels=3, steps=4),   # 3D DHM prior + fast recurrent module
@@ -139,11 +140,13 @@ class _FastPlan(NamedTuple):
     """Fast DHM's whole inference, prepared once (:meth:`FastDHM.forward`)."""
 
     stem_w: torch.Tensor            # the stem's folded weights on the image channels
-    stem_b: torch.Tensor            # [1, O, S/2, S/2]: its folded bias plus its conv of the prior
-    stride: tuple
+    stem_b: torch.Tensor            # [O, S/2, S/2]: its folded bias plus its conv of the prior
+    stride: int
     layers: list                    # (Plan, act) of the separable blocks
-    recurrent: tuple[Plan, Plan, Plan] | None     # d_i, w_hh, d_h
-    fc_w: torch.Tensor              # [2K, D]
+    # the recurrent module, channels-last: D_i, D_h tap-major [9, C] and D_i's bias as numpy
+    # arrays (depthwise_pair_hwc), W_hh transposed [C, C]; None without steps
+    recurrent: tuple | None
+    fc_w: torch.Tensor              # [2K, D], its columns in channels-last order
     fc_b: torch.Tensor              # [2K, 1]: the FC's bias plus the mean shape
 
 
@@ -296,17 +299,18 @@ class FastDHM(ClearsDerived, nn.Module):
             return None
         _check_input(x, self.in_channels, self.size)
         plan: _FastPlan = self._fast.get(sources, lambda: self._prepare(convs))
-        f = F.conv2d(x, plan.stem_w, None, plan.stride, 1).add_(plan.stem_b).relu_()
+        f = stem3x3(x, plan.stem_w, plan.stem_b, plan.stride, "relu")
         for layer, act in plan.layers:
             f = run_plan(f, layer, act)
-        if plan.recurrent is not None:
-            d_i, w_hh, d_h = plan.recurrent
+        n, c = f.shape[:2]
+        f = f.permute(0, 2, 3, 1).contiguous()          # [N, H, W, C] from here on
+        if plan.recurrent is not None:                  # Eq. 7
+            d_i, d_h, b_i, w_hh = plan.recurrent
             h = f
             for _ in range(self.steps):
-                h = run_plan(f, d_i, None).add_(run_plan(run_plan(h, w_hh, None), d_h, None)
-                                                ).tanh_()
+                g = torch.mm(h.view(-1, c), w_hh).view(f.shape)
+                h = depthwise_pair_hwc(f, g, d_i, d_h, b_i).tanh_()
                 f = f + h
-        n = f.shape[0]
         if n == 1:       # (a matrix-vector product: a third faster than the row form here)
             out = torch.addmm(plan.fc_b, plan.fc_w, f.view(-1, 1))
         else:
@@ -315,20 +319,32 @@ class FastDHM(ClearsDerived, nn.Module):
 
     def _prepare(self, convs: list) -> _FastPlan:
         plans = [(fold_plan(c, bn), act) for c, bn, act in convs]
+
+        def taps(plan: Plan):                      # [C, 1, 3, 3] -> tap-major [9, C]
+            return plan.w.view(-1, 9).t().contiguous().numpy()
         n_blocks = len(plans) - (3 if self.steps else 0)
         stem, act = plans[0]
-        if act != "relu" or stem.kind != "conv" or stem.geometry[1:] != ((1, 1), (1, 1), 1):
+        if act != "relu" or stem.kind != "conv" or stem.w.shape[2:] != (3, 3) \
+                or stem.geometry[1:] != ((1, 1), (1, 1), 1) or len(set(stem.geometry[0])) != 1:
             raise AssertionError(f"Fast DHM's stem is not the one built here: {convs[0][0]}")
         c = self.in_channels
         with torch.inference_mode(False), torch.no_grad():
             # the prior is fixed: its share of the (linear) stem convolution is a constant map
-            stem_b = F.conv2d(self.prior[None], stem.w[:, c:], stem.b, stem.geometry[0], 1) \
-                if self.prior.shape[0] else stem.b.view(1, -1, 1, 1)
+            stem_b = F.conv2d(self.prior[None], stem.w[:, c:], stem.b, stem.geometry[0], 1)[0] \
+                if self.prior.shape[0] else stem.b
             fc_b = (self.fc.bias.detach() + self.mean.reshape(-1)).view(-1, 1)
-        return _FastPlan(stem.w[:, :c].contiguous(), stem_b.contiguous(), stem.geometry[0],
-                         plans[1:n_blocks],
-                         tuple(p for p, _ in plans[n_blocks:]) if self.steps else None,
-                         self.fc.weight.detach().contiguous(), fc_b.contiguous())
+            w = self.fc.weight.detach()
+            channels = plans[n_blocks - 1][0].w.shape[0]
+            fc_w = w.view(w.shape[0], channels, -1).transpose(1, 2).reshape(w.shape[0], -1)
+        recurrent = None
+        if self.steps:
+            (d_i, _), (w_hh, _), (d_h, _) = plans[n_blocks:]
+            if (d_i.kind, w_hh.kind, d_h.kind) != ("dw3x3", "1x1", "dw3x3") or d_h.b is not None \
+                    or w_hh.b is not None or d_i.geometry[0] != (1, 1) or d_h.geometry[0] != (1, 1):
+                raise AssertionError("Fast DHM's recurrent module is not the one built here")
+            recurrent = (taps(d_i), taps(d_h), d_i.b.numpy(), w_hh.w.t().contiguous())
+        return _FastPlan(stem.w[:, :c].contiguous(), stem_b.contiguous(), stem.geometry[0][0],
+                         plans[1:n_blocks], recurrent, fc_w.contiguous(), fc_b.contiguous())
 
 
 # --------------------------------------------------------------------------- DHM

@@ -43,7 +43,7 @@ from torch import nn  # noqa: E402
 
 from lmklib.models import _depthwise  # noqa: E402
 from lmklib.models.layers import (ConvBNAct, DerivedCache, FastConv2d,  # noqa: E402
-                                  depthwise3x3, fold_batchnorm)
+                                  depthwise3x3, depthwise_pair_hwc, fold_batchnorm, stem3x3)
 
 
 def _torch_act(y, act):
@@ -100,6 +100,74 @@ def test_depthwise_non_contiguous_input_and_bad_shapes():
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")
+@pytest.mark.parametrize("n, c, o, h, w, stride", [(1, 1, 1, 1, 1, 1), (1, 3, 16, 64, 64, 2),
+                                                   (1, 6, 5, 9, 7, 2), (1, 2, 17, 10, 5, 3),
+                                                   (2, 3, 4, 7, 8, 1), (3, 3, 16, 33, 31, 2)])
+@pytest.mark.parametrize("bias", [None, "vector", "map"])
+@pytest.mark.parametrize("act", [None, "relu6"])
+def test_stem3x3_equals_conv2d(n, c, o, h, w, stride, bias, act):
+    torch.manual_seed(n + c + o + h + stride)
+    x, weight = torch.randn(n, c, h, w) * 4, torch.randn(o, c, 3, 3)
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    b = None if bias is None else torch.randn(o) if bias == "vector" else torch.randn(o, ho, wo)
+    y = F.conv2d(x, weight, None, stride, 1)
+    ref = _torch_act(y if b is None else y + (b.view(o, 1, 1) if b.dim() == 1 else b), act)
+    with torch.inference_mode():
+        got = stem3x3(x, weight, b, stride, act)        # batch 1: the C loop; else ATen's
+        loop = torch.empty_like(ref)                    # the C loop on the whole batch
+        _depthwise.conv3x3(x.numpy(), weight.numpy(), None if b is None else b.numpy(),
+                           loop.numpy(), n, c, h, w, o, stride, ho, wo, {None: 0, "relu6": 2}[act])
+    # the same sums in another order: float32 rounding of terms up to ~4 * 4 * 9 * c
+    assert got.shape == ref.shape
+    assert torch.allclose(got, ref, rtol=0, atol=1e-4)
+    assert torch.allclose(loop, ref, rtol=0, atol=1e-4)
+
+
+def test_stem3x3_known_answer_and_bad_shapes():
+    # two input channels of ones, all-ones kernels: each output counts its taps inside the image
+    # (4, 6 or 9, twice), plus the bias map
+    x = torch.ones(1, 2, 3, 3)
+    bias = torch.arange(9.).view(1, 3, 3)
+    with torch.no_grad():
+        y = stem3x3(x, torch.ones(1, 2, 3, 3), bias)
+    taps = torch.tensor([[4., 6, 4], [6, 9, 6], [4, 6, 4]])
+    assert torch.equal(y[0, 0], 2 * taps + bias[0])
+    with pytest.raises(ValueError, match=r"weight \[O, C, 3, 3\]"):
+        stem3x3(x, torch.ones(1, 3, 3, 3))
+    with pytest.raises(ValueError, match="conv3x3: bias holds 8 bytes, expected 4"):
+        _depthwise.conv3x3(bytes(36), bytes(36), bytes(8), bytearray(36), 1, 1, 3, 3, 1, 1, 3, 3,
+                           0)
+
+
+@pytest.mark.parametrize("n, h, w, c", [(1, 4, 4, 128), (2, 4, 4, 16), (1, 1, 1, 7),
+                                        (1, 5, 3, 130), (2, 3, 6, 1)])
+def test_depthwise_pair_hwc_equals_two_conv2d(n, h, w, c):
+    torch.manual_seed(n + h + w + c)
+    a, b = torch.randn(n, c, h, w), torch.randn(n, c, h, w)
+    wa, wb, bias = torch.randn(c, 1, 3, 3), torch.randn(c, 1, 3, 3), torch.randn(c)
+    ref = F.conv2d(a, wa, bias, 1, 1, 1, c) + F.conv2d(b, wb, None, 1, 1, 1, c)
+
+    def hwc(t):
+        return t.permute(0, 2, 3, 1).contiguous()
+
+    def taps(k):
+        return k.view(c, 9).t().contiguous().numpy()
+
+    got = depthwise_pair_hwc(hwc(a), hwc(b), taps(wa), taps(wb), bias.numpy())
+    assert torch.allclose(got, hwc(ref), rtol=0, atol=2e-5)
+    # known answer: ones everywhere, a's kernel ones, b's kernel twos: 3 x (valid taps) + bias
+    ones = torch.ones(n, h, w, c)
+    steps = torch.arange(c, dtype=torch.float32)                  # integer biases: exact sums
+    got = depthwise_pair_hwc(ones, ones, taps(torch.ones_like(wa)), taps(2 * torch.ones_like(wb)),
+                             steps.numpy())
+    count = F.conv2d(torch.ones(1, 1, h, w), torch.ones(1, 1, 3, 3), None, 1, 1)[0, 0]
+    assert torch.equal(got, (3 * count[..., None] + steps).expand(n, h, w, c))
+    with pytest.raises(ValueError, match="depthwise3x3_pair_hwc: wb holds 4 bytes"):
+        _depthwise.depthwise3x3_pair_hwc(a.numpy(), b.numpy(), taps(wa), bytes(4),
+                                         bias.numpy(), torch.empty(n, h, w, c).numpy(), n, h, w,
+                                         c)
+
+
 def test_training_and_tracing_keep_torch_ops():
     x = torch.randn(1, 2, 5, 5, requires_grad=True)
     weight = torch.randn(2, 1, 3, 3, requires_grad=True)
