@@ -276,6 +276,8 @@ class FastDHM(ClearsDerived, nn.Module):
                 mods = layer._modules
                 convs.append((mods["0"], mods["1"], layer._act))
         if self.steps:
+            if type(self.recurrent) is not FastRecurrent:
+                return None
             rec = self.recurrent._modules
             for name in ("d_i", "w_hh", "d_h"):
                 if type(rec[name]) is not FastConv2d:
@@ -298,7 +300,9 @@ class FastDHM(ClearsDerived, nn.Module):
         if not inference(x, *sources):
             return None
         _check_input(x, self.in_channels, self.size)
-        plan: _FastPlan = self._fast.get(sources, lambda: self._prepare(convs))
+        plan: _FastPlan | None = self._fast.get(sources, lambda: self._prepare(convs))
+        if plan is None:
+            return None
         f = stem3x3(x, plan.stem_w, plan.stem_b, plan.stride, "relu")
         for layer, act in plan.layers:
             f = run_plan(f, layer, act)
@@ -317,7 +321,10 @@ class FastDHM(ClearsDerived, nn.Module):
             out = torch.addmm(plan.fc_b.view(-1), f.view(n, -1), plan.fc_w.t())
         return out.view(n, self.n_points, 2)
 
-    def _prepare(self, convs: list) -> _FastPlan:
+    def _prepare(self, convs: list) -> _FastPlan | None:
+        """The plan of :meth:`_inference`; None when a layer was replaced by one of another
+        geometry (the stem is a 3x3 convolution with padding 1, Eq. 7's are those of
+        :class:`FastRecurrent`)."""
         plans = [(fold_plan(c, bn), act) for c, bn, act in convs]
 
         def taps(plan: Plan):                      # [C, 1, 3, 3] -> tap-major [9, C]
@@ -326,7 +333,7 @@ class FastDHM(ClearsDerived, nn.Module):
         stem, act = plans[0]
         if act != "relu" or stem.kind != "conv" or stem.w.shape[2:] != (3, 3) \
                 or stem.geometry[1:] != ((1, 1), (1, 1), 1) or len(set(stem.geometry[0])) != 1:
-            raise AssertionError(f"Fast DHM's stem is not the one built here: {convs[0][0]}")
+            return None
         c = self.in_channels
         with torch.inference_mode(False), torch.no_grad():
             # the prior is fixed: its share of the (linear) stem convolution is a constant map
@@ -339,9 +346,10 @@ class FastDHM(ClearsDerived, nn.Module):
         recurrent = None
         if self.steps:
             (d_i, _), (w_hh, _), (d_h, _) = plans[n_blocks:]
-            if (d_i.kind, w_hh.kind, d_h.kind) != ("dw3x3", "1x1", "dw3x3") or d_h.b is not None \
-                    or w_hh.b is not None or d_i.geometry[0] != (1, 1) or d_h.geometry[0] != (1, 1):
-                raise AssertionError("Fast DHM's recurrent module is not the one built here")
+            if (d_i.kind, w_hh.kind, d_h.kind) != ("dw3x3", "1x1", "dw3x3") or d_i.b is None \
+                    or d_h.b is not None or w_hh.b is not None \
+                    or d_i.geometry[0] != (1, 1) or d_h.geometry[0] != (1, 1):
+                return None
             recurrent = (taps(d_i), taps(d_h), d_i.b.numpy(), w_hh.w.t().contiguous())
         return _FastPlan(stem.w[:, :c].contiguous(), stem_b.contiguous(), stem.geometry[0][0],
                          plans[1:n_blocks], recurrent, fc_w.contiguous(), fc_b.contiguous())

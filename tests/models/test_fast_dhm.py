@@ -329,6 +329,14 @@ def test_inference_plan_equals_modules_and_follows_every_change(variant, n):
     with torch.no_grad():
         assert m._inference(x) is None
     m.eval()
+    stem = m.cnn[0]                                   # a stem of another geometry: the modules
+    m.cnn[0] = ConvBNAct(nn.Conv2d(stem[0].in_channels, stem[0].out_channels, 5, 2, 2,
+                                   bias=False), nn.BatchNorm2d(stem[0].out_channels),
+                         nn.ReLU()).eval()
+    with torch.no_grad():
+        assert m._inference(x) is None
+        torch.testing.assert_close(m(x), _modules_out(m, x))
+    m.cnn[0] = stem
     m.cnn[3] = nn.Identity()                          # not the network built here: the modules
     with torch.no_grad():
         assert m._inference(x) is None
