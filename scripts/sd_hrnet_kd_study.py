@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -38,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from lmklib import paths
+from lmklib.data.cache import digest
 from lmklib.data.catalog import get_entry
 from lmklib.papers import sd_hrnet_lin2023 as T
 from lmklib.papers.sd_hrnet_lin2023 import distillation, slimming
@@ -65,7 +64,7 @@ def settings_key(P: dict, *parts: str) -> str:
     heatmaps, the loss, the batch, and ``parts``), so that a changed profile trains anew
     instead of reusing a network trained otherwise."""
     used = {k: P[k] for k in ("size", "n_train", "sigma", "loss", "batch_size", *parts)}
-    return hashlib.sha1(json.dumps(used, sort_keys=True).encode()).hexdigest()[:12]
+    return digest(used)[:12]
 
 
 def trained(path: Path, build, train_fn):

@@ -166,7 +166,7 @@ def dataset_fingerprint(dataset: Dataset, pre_transform: Callable | None) -> dic
         fp["custom"] = _jsonable(dataset.cache_fingerprint())
         identity = (dataset.cache_identity() if hasattr(dataset, "cache_identity")
                     else fp["custom"])
-        fp["faces"] = _digest({"custom": _jsonable(identity)})
+        fp["faces"] = digest({"custom": _jsonable(identity)})
         return fp
     records = getattr(dataset, "records", None)
     if records is None:
@@ -185,18 +185,20 @@ def dataset_fingerprint(dataset: Dataset, pre_transform: Callable | None) -> dic
         _update(h, r.landmarks, r.box, r.visible)
     h.update(json.dumps(metas, sort_keys=True).encode())
     fp["annotations"] = h.hexdigest()
-    fp["faces"] = _digest([[str(r.image_path), m] for r, m in zip(records, metas)])
+    fp["faces"] = digest([[str(r.image_path), m] for r, m in zip(records, metas)])
     return fp
 
 
-def _digest(fp: Any) -> str:
-    return hashlib.sha1(json.dumps(fp, sort_keys=True).encode()).hexdigest()
+def digest(settings: Any) -> str:
+    """SHA-1 hex digest of JSON-able ``settings`` (dict keys sorted): the name a cache derives
+    from what built it, here and wherever trained or built artefacts are cached by settings."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
 def cache_key(dataset: Dataset, fp: dict) -> str:
     """The default folder name ``<Class>-<identity 12 hex>-<digest 16 hex>`` (module docstring)."""
-    identity = _digest({k: fp.get(k) for k in IDENTITY_KEYS})
-    return f"{type(dataset).__name__}-{identity[:12]}-{_digest(fp)[:16]}"
+    identity = digest({k: fp.get(k) for k in IDENTITY_KEYS})
+    return f"{type(dataset).__name__}-{identity[:12]}-{digest(fp)[:16]}"
 
 
 def file_checksum(path: str | os.PathLike) -> str:
@@ -274,7 +276,7 @@ class CachedDataset(Dataset):
         self.dataset, self.pre_transform, self.transform = dataset, pre_transform, transform
         self.scheme = getattr(dataset, "scheme", None)
         fp = dataset_fingerprint(dataset, pre_transform)
-        self.digest = _digest(fp)
+        self.digest = digest(fp)
         self._default_key = key is None
         key = key or cache_key(dataset, fp)
         self.path = Path(cache_dir if cache_dir is not None else paths.cache_root()) / key

@@ -52,7 +52,6 @@ The CSVs are read with :func:`lmklib.data.formats.kaggle.read_kaggle_csv`, not t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, replace
@@ -61,6 +60,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...data.cache import digest
 from ...data.faces import CropPolicy, FaceCrops
 from ...data.geometry import frame_boxes
 from ...data.schemes import KAGGLE15, KAGGLE15_COLUMNS, convert_points
@@ -279,7 +279,7 @@ def build_from_w300(w300_dir: str | os.PathLike, out_dir: str | os.PathLike | No
                 "jitter": jitter, "seed": seed, "train": train_folders, "test": W300_TEST,
                 "limit": limit, "version": 2}
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as build.json stores them
-    key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    key = digest(settings)[:10]
     out = Path(out_dir) if out_dir is not None else cache_root() / "kaggle_from_300w" / key
     marker = out / "build.json"
     if marker.is_file() and json.loads(marker.read_text()).get("settings") == settings:
