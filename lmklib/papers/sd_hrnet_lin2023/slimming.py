@@ -188,10 +188,10 @@ def threshold_for_ratio(model: HRNet, ratio: float, size: int | None = None,
     if hi < 0:
         raise ValueError(f"no threshold keeps at most {ratio} of the {measure}: every "
                          f"pruning leaves nothing reaching the head")
-    if not fits(hi):
-        least = cost(slim(model, cands[hi] + 1e-12)) / full
+    least = cost(slim(model, cands[hi] + 1e-12))          # the smallest slimmed network
+    if least > ratio * full:
         raise ValueError(f"no threshold keeps at most {ratio} of the {measure}: the smallest "
-                         f"slimmed network keeps {least:.3f}")
+                         f"slimmed network keeps {least / full:.3f}")
     lo = 0
     while lo < hi:
         mid = (lo + hi) // 2
