@@ -1,4 +1,4 @@
-/* Shared by lmklib's compiled kernels (_xnor.c, _depthwise.c): checking a buffer argument. */
+/* Shared by lmklib's compiled kernels (_xnor.c, _loops.c): checking a buffer argument. */
 #ifndef LMKLIB_BUFFERS_H
 #define LMKLIB_BUFFERS_H
 #define PY_SSIZE_T_CLEAN

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import MaxPool2x2
+from .layers import MaxPool2x2, extract_patches, group_linear, run_sequential
 
 NUM_POINTS = 15
 IMAGE_SIZE = 96
@@ -95,7 +95,8 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- building blocks
 class GroupLinear(nn.Module):
-    """``groups`` independent linear layers applied to ``[N, groups, in]`` -> ``[N, groups, out]``."""
+    """``groups`` independent linear layers: ``[N, groups, in]`` -> ``[N, groups, out]``
+    (:func:`lmklib.models.layers.group_linear`)."""
 
     def __init__(self, groups: int, in_features: int, out_features: int):
         super().__init__()
@@ -104,31 +105,7 @@ class GroupLinear(nn.Module):
         nn.init.uniform_(self.weight, -1 / math.sqrt(in_features), 1 / math.sqrt(in_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("ngi,gio->ngo", x, self.weight) + self.bias
-
-
-def extract_patches(images: torch.Tensor, centres: torch.Tensor, patch: int) -> torch.Tensor:
-    """Bilinearly sample a ``patch x patch`` window centred on each point.
-
-    Args:
-        images: ``[N, 1, H, W]`` float.
-        centres: ``[N, K, 2]`` pixel ``(x, y)``, 0-based (NaN is treated as the image centre).
-        patch: window side in pixels (one output pixel per input pixel).
-    Returns:
-        ``[N, K, patch, patch]``; outside the image the border pixel is repeated.
-    """
-    n, _, h, w = images.shape
-    k = centres.shape[1]
-    centres = torch.nan_to_num(centres, nan=(w - 1) / 2)
-    offs = torch.arange(patch, dtype=images.dtype, device=images.device) - (patch - 1) / 2
-    gx = centres[..., 0, None, None] + offs[None, None, None, :]          # [N, K, 1, P]
-    gy = centres[..., 1, None, None] + offs[None, None, :, None]          # [N, K, P, 1]
-    gx, gy = torch.broadcast_tensors(gx, gy)
-    # align_corners=True maps -1/+1 to the centres of the first/last pixel: our convention.
-    grid = torch.stack([gx * 2 / (w - 1) - 1, gy * 2 / (h - 1) - 1], dim=-1)
-    out = F.grid_sample(images, grid.reshape(n, k * patch, patch, 2), mode="bilinear",
-                        padding_mode="border", align_corners=True)
-    return out.reshape(n, k, patch, patch)
+        return group_linear(x, self.weight, self.bias)
 
 
 # --------------------------------------------------------------------------- models
@@ -162,7 +139,7 @@ class MLP(nn.Module):
                                                             activation, dropout, num_points))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return run_sequential(self.net, x)
 
 
 class KeypointCNN(nn.Module):
@@ -192,7 +169,7 @@ class KeypointCNN(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return run_sequential(self.net, x)
 
 
 class PatchRefiner(nn.Module):
@@ -221,11 +198,7 @@ class PatchRefiner(nn.Module):
 
     def forward(self, images: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
         patches = extract_patches(images, centres, self.patch)             # [N, K, P, P]
-        if not self.training:
-            # inference: oneDNN's grouped convs are faster channels-last on a CPU (0.22 -> 0.15
-            # ms at batch 1; the float sums differ from channels-first in the last bits)
-            patches = patches.contiguous(memory_format=torch.channels_last)
-        f = self.features(patches)                                         # [N, K*c2, s, s]
+        f = run_sequential(self.features, patches)                         # [N, K*c2, s, s]
         f = f.reshape(f.shape[0], self.num_points, -1)                     # per-point features
         return centres + self.head(f) * (self.patch / 2)
 

@@ -18,9 +18,9 @@ from torch import nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 try:
-    from . import _depthwise
+    from . import _loops
 except ImportError as e:   # the C source is in the tree, the built module is not
-    raise ImportError("lmklib's compiled depthwise kernel (lmklib/models/_depthwise.c) is not "
+    raise ImportError("lmklib's compiled loops (lmklib/models/_loops.c) are not "
                       "built: reinstall with `pip install -e .` (needs a C compiler and the "
                       f"Python headers) ({e})") from e
 
@@ -84,32 +84,7 @@ class ClearsDerived:
         return super()._apply(fn, *args, **kwargs)
 
 
-def max_pool2x2(x: torch.Tensor) -> torch.Tensor:
-    """``F.max_pool2d(x, 2)``, the same values. Outside autograd (inference) and outside tracing
-    (ONNX export keeps its ``MaxPool``) it is two elementwise maxima of strided views: on a CPU
-    ATen's max-pooling is 5-13x slower than that at batch 1 (one thread, 16-64 channels,
-    measured in ``benchmarks/bench_inference.py``). Training keeps ATen's kernel and its
-    gradient (one winner per window; ``torch.maximum`` would split ties)."""
-    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
-    if not inference(x) or h == 0 or w == 0:
-        return F.max_pool2d(x, 2)                      # (and ATen's error for a too small map)
-    if (h, w) != x.shape[-2:]:
-        x = x[..., :h, :w]                             # an odd row or column is dropped
-    rows = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
-    return torch.maximum(rows[..., 0::2], rows[..., 1::2])
-
-
-class MaxPool2x2(nn.MaxPool2d):
-    """``nn.MaxPool2d(2)`` computed by :func:`max_pool2x2`."""
-
-    def __init__(self):
-        super().__init__(2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return max_pool2x2(x)
-
-
-# --------------------------------------------------------------------------- convolutions
+# --------------------------------------------------------------------------- fast paths
 # Batch-1 inference of small maps is dominated by per-call costs, so the fast paths below keep
 # their Python short: arrays for the C loop and matrices for the products are prepared once
 # (cached with the folded weights in ConvBNAct) and each call checks little.
@@ -137,6 +112,107 @@ def _array(t: torch.Tensor | None):
     return (t if t.is_contiguous() else t.contiguous()).numpy()
 
 
+# --------------------------------------------------------------------------- pooling
+def max_pool2x2(x: torch.Tensor, act: str | None = None) -> torch.Tensor:
+    """``F.max_pool2d(x, 2)`` then ``act`` (None, ``"relu"`` or ``"relu6"``), the same values.
+    As the maximum commutes with a non-decreasing function, ``max_pool2x2(x, "relu")`` also
+    equals ``F.max_pool2d(F.relu(x), 2)``, for a quarter of the activations' work.
+
+    Outside autograd (inference) and outside tracing (ONNX export keeps its ``MaxPool``) a
+    CPU float32 map, channels-first or channels-last, is pooled in the C loop of
+    ``_loops.c``, the activation included: ATen's max-pooling took 85 us on Kaggle's 16 x
+    94 x 94 map at batch 1, two strided maxima 64 us, the loop 20-40 us (one thread). Other
+    maps take the strided maxima. Training keeps ATen's kernel and its gradient (one winner per
+    window; ``torch.maximum`` would split ties)."""
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    if not inference(x) or h == 0 or w == 0:
+        y = F.max_pool2d(x, 2)                         # (and ATen's error for a too small map)
+        return y if act is None else F.relu(y) if act == "relu" else F.relu6(y)
+    if x.dim() == 4 and _cpu_float(x) and x.numel():
+        n, c, hi, wi = x.shape
+        if x.is_contiguous():
+            out = torch.empty(n, c, hi // 2, wi // 2)
+            _loops.maxpool2x2(_array(x), out.numpy(), n * c, hi, wi, 1, _ACTS[act])
+            return out
+        if x.is_contiguous(memory_format=torch.channels_last):
+            out = torch.empty(n, c, hi // 2, wi // 2, memory_format=torch.channels_last)
+            _loops.maxpool2x2(_array(x.permute(0, 2, 3, 1)), out.permute(0, 2, 3, 1).numpy(),
+                                  n, hi, wi, c, _ACTS[act])
+            return out
+    if (h, w) != x.shape[-2:]:
+        x = x[..., :h, :w]                             # an odd row or column is dropped
+    rows = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
+    return activate(torch.maximum(rows[..., 0::2], rows[..., 1::2]), act)
+
+
+class MaxPool2x2(nn.MaxPool2d):
+    """``nn.MaxPool2d(2)`` computed by :func:`max_pool2x2`."""
+
+    def __init__(self):
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return max_pool2x2(x)
+
+
+# --------------------------------------------------------------------------- sampling
+def extract_patches(images: torch.Tensor, centres: torch.Tensor, patch: int) -> torch.Tensor:
+    """Bilinearly sample a ``patch x patch`` window centred on each point.
+
+    Args:
+        images: ``[N, 1, H, W]`` float.
+        centres: ``[N, K, 2]`` pixel ``(x, y)``, 0-based (NaN is treated as the image centre).
+        patch: window side in pixels (one output pixel per input pixel).
+    Returns:
+        ``[N, K, patch, patch]``; outside the image the border pixel is repeated.
+
+    Training and tracing use ``F.grid_sample`` (``padding_mode="border"``,
+    ``align_corners=True``) on the grid built below. At inference on one-channel CPU float32
+    images the C loop of ``_loops.c`` does the same float operations in the same order, so the
+    same bits where ATen's kernel uses FMA (its AVX2 and AVX-512 builds): grid_sample and the
+    dozen tensor ops building its grid took 105-165 us for Kaggle's 15 windows of 24 x 24 at
+    batch 1, the loop ~40 us (one thread).
+    """
+    n, _, h, w = images.shape
+    k = centres.shape[1]
+    if inference(images, centres) and _cpu_float(images, centres) and images.shape[1] == 1:
+        out = torch.empty(n, k, patch, patch)
+        _loops.patches(_array(images), _array(centres), out.numpy(), n, h, w, k, patch)
+        return out
+    centres = torch.nan_to_num(centres, nan=(w - 1) / 2)
+    offs = torch.arange(patch, dtype=images.dtype, device=images.device) - (patch - 1) / 2
+    gx = centres[..., 0, None, None] + offs[None, None, None, :]          # [N, K, 1, P]
+    gy = centres[..., 1, None, None] + offs[None, None, :, None]          # [N, K, P, 1]
+    gx, gy = torch.broadcast_tensors(gx, gy)
+    # align_corners=True maps -1/+1 to the centres of the first/last pixel: our convention.
+    grid = torch.stack([gx * 2 / (w - 1) - 1, gy * 2 / (h - 1) - 1], dim=-1)
+    out = F.grid_sample(images, grid.reshape(n, k * patch, patch, 2), mode="bilinear",
+                        padding_mode="border", align_corners=True)
+    return out.reshape(n, k, patch, patch)
+
+
+# --------------------------------------------------------------------------- fully connected
+def group_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """``groups`` independent linear layers: ``einsum("ngi,gio->ngo", x, weight) + bias``, ``x``
+    ``[N, G, I]``, ``weight`` ``[G, I, O]``, ``bias`` ``[G, O]`` or None.
+
+    At inference on CPU float32 it runs in the C loop of ``_loops.c``: MKL's batched
+    product took ~40 us per call for the Kaggle refiner's 15 groups of 256 -> 64 at batch 1 on
+    this AMD core, one thread."""
+    if x.dim() != 3 or weight.dim() != 3 or x.shape[1:] != weight.shape[:2]:
+        raise ValueError(f"group_linear needs x [N, G, I] and weight [G, I, O], got "
+                         f"{list(x.shape)} and {list(weight.shape)}")
+    if not (inference(x, weight, bias) and _cpu_float(x, weight, bias)):
+        y = torch.einsum("ngi,gio->ngo", x, weight)
+        return y if bias is None else y + bias
+    n, (g, i, o) = x.shape[0], weight.shape
+    out = torch.empty(n, g, o)
+    _loops.group_linear(_array(x), _array(weight), _array(bias), out.numpy(), n, g, i, o)
+    return out
+
+
+# --------------------------------------------------------------------------- convolutions
 def _loop_pays(x: torch.Tensor) -> bool:
     """Whether the C loop (one thread) beats ATen's depthwise convolution on ``x``: at batch 1
     (ATen's per-call cost dominates: 62-198 us against 10-72 us on 3x3 to 64x64 maps, two
@@ -152,7 +228,7 @@ def _depthwise_loop(x: torch.Tensor, w, b, stride: int, act: int) -> torch.Tenso
     n, c, h, wd = x.shape
     ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
     out = torch.empty(n, c, ho, wo)
-    _depthwise.depthwise3x3(_array(x), w, b, out.numpy(), n, c, h, wd, stride, ho, wo, act)
+    _loops.depthwise3x3(_array(x), w, b, out.numpy(), n, c, h, wd, stride, ho, wo, act)
     return out
 
 
@@ -183,7 +259,7 @@ def depthwise3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     """Depthwise 3x3 convolution, zero padding 1: ``F.conv2d(x, weight, bias, stride, 1,
     groups=C)`` then ``act``; ``weight`` ``[C, 1, 3, 3]``.
 
-    At inference on CPU float32 it runs in the compiled loop of ``_depthwise.c``, bias and
+    At inference on CPU float32 it runs in the compiled loop of ``_loops.c``, bias and
     activation included, where that pays (:func:`_loop_pays`): ATen's depthwise convolution
     costs 40-70 us per call at batch 1 on 4x4 to 32x32 maps whatever their size, the loop
     5-25 us (one thread)."""
@@ -201,7 +277,7 @@ def stem3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     inference: ``act(F.conv2d(x, weight, None, stride, 1) + bias)``, ``weight`` ``[O, C, 3,
     3]``, ``bias`` None, ``[O]`` or a map ``[O, Ho, Wo]`` added to each image's output.
 
-    At batch 1 on CPU float32 it runs in the compiled loop of ``_depthwise.c`` (oneDNN took
+    At batch 1 on CPU float32 it runs in the compiled loop of ``_loops.c`` (oneDNN took
     50-65 us for a 64 px, 3-channel, 16-filter stride-2 stem of 0.9 MFLOP at batch 1, the loop
     ~35 us, one thread); otherwise ATen's convolution. Callers run it outside autograd."""
     o, c = weight.shape[:2]
@@ -215,21 +291,48 @@ def stem3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
         return activate(y if bias is None else y.add_(bias.view(o, -1, 1) if bias.dim() == 1
                                                       else bias), act)
     out = torch.empty(1, o, ho, wo)
-    _depthwise.conv3x3(_array(x), _array(weight), _array(bias), out.numpy(), 1, c, h, wd, o,
-                       stride, ho, wo, _ACTS[act])
+    _loops.conv3x3(_array(x), _array(weight), _array(bias), out.numpy(), 1, c, h, wd, o, 1,
+                       stride, 1, ho, wo, _ACTS[act])
+    return out
+
+
+def grouped3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+               padding: int = 0, groups: int = 1, act: str | None = None) -> torch.Tensor:
+    """A 3x3 convolution, stride 1, with few input channels per group: ``act(F.conv2d(x,
+    weight, bias, 1, padding, 1, groups))``, ``weight`` ``[O, C / groups, 3, 3]``, padding 0 or
+    1.
+
+    At inference on CPU float32 it runs in the C loop of ``_loops.c``, bias and activation
+    included. ATen sends a convolution with one input channel per group to its im2col path and
+    a grouped one on channels-first maps to a slow one: the Kaggle cascade's refiner (15 groups;
+    1 -> 8 channels on 24 x 24, then 8 -> 16 on 11 x 11) took 100-130 us in each at batch 1,
+    the loop 40 and 70-100 us (one thread)."""
+    n, c, h, wd = x.shape
+    o = weight.shape[0]
+    if (x.dim() != 4 or c % groups or o % groups or tuple(weight.shape[1:]) != (c // groups, 3, 3)
+            or padding not in (0, 1)):
+        raise ValueError(f"grouped3x3 needs x [N, C, H, W], weight [O, C / groups, 3, 3] (groups "
+                         f"{groups} dividing C and O) and padding 0 or 1, got {list(x.shape)}, "
+                         f"{list(weight.shape)}, {padding}")
+    if not (inference(x, weight, bias) and _cpu_float(x, weight, bias) and x.numel()):
+        return activate(F.conv2d(x, weight, bias, 1, padding, 1, groups), act)
+    ho, wo = h - 2 + 2 * padding, wd - 2 + 2 * padding
+    out = torch.empty(n, o, ho, wo)
+    _loops.conv3x3(_array(x), _array(weight), _array(bias), out.numpy(), n, c, h, wd, o,
+                       groups, 1, padding, ho, wo, _ACTS[act])
     return out
 
 
 def depthwise_pair_hwc(a: torch.Tensor, b: torch.Tensor, wa, wb, bias) -> torch.Tensor:
     """``dw(a, wa) + bias + dw(b, wb)``: two depthwise 3x3 convolutions (zero padding 1, stride
     1) summed, on channels-last CPU float32 maps ``a``, ``b`` ``[N, H, W, C]`` (contiguous), in
-    the C loop of ``_depthwise.c`` with its vectors along the channels; ``wa``, ``wb`` tap-major
+    the C loop of ``_loops.c`` with its vectors along the channels; ``wa``, ``wb`` tap-major
     ``[9, C]`` and ``bias`` ``[C]``, float32 numpy arrays prepared once by the caller. Fast
     DHM's recurrent module runs on 4 x 4 x 128 maps, where a plane-by-plane loop spends its
     time per plane: both convolutions took 2.6 us here against 5 us for one of them."""
     n, h, w, c = a.shape
     out = torch.empty(n, h, w, c)
-    _depthwise.depthwise3x3_pair_hwc(a.numpy(), b.numpy(), wa, wb, bias, out.numpy(), n, h, w, c)
+    _loops.depthwise3x3_pair_hwc(a.numpy(), b.numpy(), wa, wb, bias, out.numpy(), n, h, w, c)
     return out
 
 
@@ -362,3 +465,56 @@ class ConvBNAct(ClearsDerived, nn.Sequential):
         y = None if self.training else conv_bn_act(x, mods["0"], mods["1"], self._act,
                                                    self._folded)
         return super().forward(x) if y is None else y
+
+
+# --------------------------------------------------------------------------- sequences
+# activations the maximum commutes with (non-decreasing), so that pooling may run first
+_MONOTONE = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Sigmoid: None, nn.Tanh: None}
+
+
+def _few_channel_groups(conv: nn.Conv2d) -> bool:
+    """Whether :func:`grouped3x3` computes ``conv``: at most 8 input channels per group. (On
+    the Kaggle CNN's dense 1 -> 16 layer, 96 px, the loop and ATen both took ~90 us at batch 1;
+    on a batch ATen's im2col path took 670 us per image, the loop 76.)"""
+    return (conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.dilation == (1, 1)
+            and conv.padding in ((0, 0), (1, 1)) and conv.padding_mode == "zeros"
+            and conv.in_channels // conv.groups <= 8)
+
+
+def run_sequential(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``layers(x)``, the same function; with grad mode off (inference) two shortcuts:
+
+    * a non-decreasing activation followed by :class:`MaxPool2x2` runs after the pooling, on a
+      quarter of the values (ReLU and ReLU6 inside the pooling loop): ``max`` commutes with it;
+    * a 3x3 ``nn.Conv2d`` of stride 1 with at most 8 input channels per group, and a ReLU
+      after it, run as :func:`grouped3x3`;
+    * another ``nn.Conv2d`` on a batch runs on a channels-last copy of its input.
+
+    Kaggle's CNN spent 40 us in its three ReLUs and 160 us in its pools at batch 1 (one thread);
+    pooled first, in the C loop, 20-40 us for all three. oneDNN took 34 ms for its 16 -> 32 2x2
+    layer on a channels-first batch of 64, 6.6 ms channels-last (one thread); at batch 1 the
+    copy would cost what channels-last saves."""
+    if torch.is_grad_enabled() or not inference(x):
+        return layers(x)
+    mods = list(layers)
+    i = 0
+    while i < len(mods):
+        m, nxt = mods[i], mods[i + 1] if i + 1 < len(mods) else None
+        kind = type(m)
+        if kind in _MONOTONE and type(nxt) is MaxPool2x2:
+            act = _MONOTONE[kind]
+            x = max_pool2x2(x, act)
+            if act is None:
+                x = m(x)
+            i += 2
+        elif kind is nn.Conv2d and _few_channel_groups(m):
+            relu = type(nxt) is nn.ReLU
+            x = grouped3x3(x, m.weight, m.bias, m.padding[0], m.groups, "relu" if relu else None)
+            i += 1 + relu
+        elif kind is nn.Conv2d and x.dim() == 4 and x.shape[0] > 1:
+            x = m(x.contiguous(memory_format=torch.channels_last))
+            i += 1
+        else:
+            x = m(x)
+            i += 1
+    return x

@@ -38,12 +38,41 @@ def test_training_keeps_atens_gradient():
     assert sorted(x.grad.flatten().tolist()) == [0.0, 0.0, 0.0, 1.0]
 
 
+
+@pytest.mark.parametrize("shape", [(1, 1, 2, 2), (2, 3, 7, 9), (1, 16, 94, 94), (2, 5, 3, 17)])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("act, torch_act", [("relu", F.relu), ("relu6", F.relu6)])
+def test_pool_then_activation_equals_activation_then_pool(shape, channels_last, act, torch_act):
+    # the C loop pools then activates; max commutes with a non-decreasing function: exact
+    torch.manual_seed(sum(shape))
+    x = torch.randn(*shape) * 5
+    x[0, 0, 0, 0] = float("nan")
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        got = max_pool2x2(x, act)
+    ref = F.max_pool2d(torch_act(x), 2)
+    assert got.is_contiguous(memory_format=torch.channels_last if channels_last
+                             else torch.contiguous_format)
+    assert torch.equal(got.nan_to_num(-99), ref.nan_to_num(-99)) and torch.isnan(got[0, 0, 0, 0])
+    trained = max_pool2x2(x.requires_grad_(), act)                     # autograd: ATen's ops
+    assert trained.grad_fn is not None and torch.equal(trained.nan_to_num(-99), ref.nan_to_num(-99))
+
+
+def test_pool_loop_rejects_wrong_sizes():
+    with pytest.raises(ValueError, match="maxpool2x2: out holds 8 bytes, expected 4"):
+        _loops.maxpool2x2(bytes(16), bytearray(8), 1, 2, 2, 1, 0)
+    with pytest.raises(ValueError, match=r"plane 1 x 2 x 1 \(needs >= 2 x 2 x 1\)"):
+        _loops.maxpool2x2(bytes(8), bytearray(0), 1, 1, 2, 1, 0)
+
 # --------------------------------------------------------------------------- convolutions
 from torch import nn  # noqa: E402
 
-from lmklib.models import _depthwise  # noqa: E402
+from lmklib.models import _loops  # noqa: E402
 from lmklib.models.layers import (ConvBNAct, DerivedCache, FastConv2d,  # noqa: E402
-                                  depthwise3x3, depthwise_pair_hwc, fold_batchnorm, stem3x3)
+                                  depthwise3x3, depthwise_pair_hwc, extract_patches,
+                                  fold_batchnorm, group_linear, grouped3x3, run_sequential,
+                                  stem3x3)
 
 
 def _torch_act(y, act):
@@ -96,7 +125,7 @@ def test_depthwise_non_contiguous_input_and_bad_shapes():
     with pytest.raises(ValueError, match=r"weight \[C, 1, 3, 3\]"):
         depthwise3x3(x, torch.randn(3, 1, 5, 5))
     with pytest.raises(ValueError, match="x holds 4 bytes, expected 8"):
-        _depthwise.depthwise3x3(bytes(4), bytes(36), None, bytearray(8), 1, 1, 1, 2, 1, 1, 2, 0)
+        _loops.depthwise3x3(bytes(4), bytes(36), None, bytearray(8), 1, 1, 1, 2, 1, 1, 2, 0)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")
@@ -115,8 +144,9 @@ def test_stem3x3_equals_conv2d(n, c, o, h, w, stride, bias, act):
     with torch.inference_mode():
         got = stem3x3(x, weight, b, stride, act)        # batch 1: the C loop; else ATen's
         loop = torch.empty_like(ref)                    # the C loop on the whole batch
-        _depthwise.conv3x3(x.numpy(), weight.numpy(), None if b is None else b.numpy(),
-                           loop.numpy(), n, c, h, w, o, stride, ho, wo, {None: 0, "relu6": 2}[act])
+        _loops.conv3x3(x.numpy(), weight.numpy(), None if b is None else b.numpy(),
+                           loop.numpy(), n, c, h, w, o, 1, stride, 1, ho, wo,
+                           {None: 0, "relu6": 2}[act])
     # the same sums in another order: float32 rounding of terms up to ~4 * 4 * 9 * c
     assert got.shape == ref.shape
     assert torch.allclose(got, ref, rtol=0, atol=1e-4)
@@ -135,8 +165,99 @@ def test_stem3x3_known_answer_and_bad_shapes():
     with pytest.raises(ValueError, match=r"weight \[O, C, 3, 3\]"):
         stem3x3(x, torch.ones(1, 3, 3, 3))
     with pytest.raises(ValueError, match="conv3x3: bias holds 8 bytes, expected 4"):
-        _depthwise.conv3x3(bytes(36), bytes(36), bytes(8), bytearray(36), 1, 1, 3, 3, 1, 1, 3, 3,
-                           0)
+        _loops.conv3x3(bytes(36), bytes(36), bytes(8), bytearray(36), 1, 1, 3, 3, 1, 1, 1, 1,
+                           3, 3, 0)
+
+
+@pytest.mark.parametrize("n, c, o, groups, h, w, padding", [
+    (1, 1, 16, 1, 96, 96, 0), (1, 15, 120, 15, 24, 24, 0), (1, 120, 240, 15, 11, 11, 0),
+    (2, 6, 4, 2, 7, 9, 1), (3, 4, 8, 4, 3, 3, 0), (1, 3, 3, 3, 5, 4, 1), (2, 8, 8, 1, 6, 5, 0)])
+@pytest.mark.parametrize("act", [None, "relu"])
+def test_grouped3x3_equals_conv2d(n, c, o, groups, h, w, padding, act):
+    torch.manual_seed(n + c + o + h + padding)
+    x, weight = torch.randn(n, c, h, w) * 4, torch.randn(o, c // groups, 3, 3)
+    for bias in (torch.randn(o), None):
+        ref = _torch_act(F.conv2d(x, weight, bias, 1, padding, 1, groups), act)
+        with torch.inference_mode():
+            got = grouped3x3(x, weight, bias, padding, groups, act)
+        assert got.shape == ref.shape and got.is_contiguous()
+        # the same sums in another order: float32 rounding of terms up to ~4 * 4 * 9 * 8
+        assert torch.allclose(got, ref, rtol=0, atol=1e-4)
+
+
+def test_grouped3x3_known_answer_and_bad_shapes():
+    # valid padding, two groups of one channel each, all-ones kernels: each output sums its
+    # 3x3 window; group 1's input is twice group 0's
+    x = torch.arange(20.).view(1, 1, 4, 5) * torch.tensor([1., 2.]).view(1, 2, 1, 1)
+    with torch.no_grad():
+        y = grouped3x3(x, torch.ones(4, 1, 3, 3), torch.tensor([0., -1., 0., 0.]), 0, 2)
+    sums = torch.tensor([[54., 63., 72.], [99., 108., 117.]])
+    assert torch.equal(y[0], torch.stack([sums, sums - 1, 2 * sums, 2 * sums]))
+    with pytest.raises(ValueError, match="grouped3x3 needs"):
+        grouped3x3(x, torch.ones(4, 2, 3, 3), None, 0, 2)
+    with pytest.raises(ValueError, match="conv3x3: 1 -> 1 channels in 1 groups, stride 2, "
+                                         "padding 0"):
+        _loops.conv3x3(bytes(36), bytes(36), None, bytearray(4), 1, 1, 3, 3, 1, 1, 2, 0, 1,
+                           1, 0)
+
+
+@pytest.mark.parametrize("n, groups, i, o", [(1, 15, 256, 64), (3, 15, 64, 2), (2, 1, 7, 33)])
+def test_group_linear_equals_einsum(n, groups, i, o):
+    torch.manual_seed(n + groups + i + o)
+    x, weight, bias = torch.randn(n, groups, i), torch.randn(groups, i, o), torch.randn(groups, o)
+    ref = torch.einsum("ngi,gio->ngo", x, weight)
+    with torch.inference_mode():
+        got, no_bias = group_linear(x, weight, bias), group_linear(x, weight)
+    assert torch.allclose(got, ref + bias, rtol=0, atol=1e-4)
+    assert torch.allclose(no_bias, ref, rtol=0, atol=1e-4)
+    # known answer: ones through ones give the input width
+    with torch.no_grad():
+        assert torch.equal(group_linear(torch.ones(1, 2, 3), torch.ones(2, 3, 4)),
+                           torch.full((1, 2, 4), 3.))
+    with pytest.raises(ValueError, match="group_linear needs"):
+        group_linear(x, weight[:, :-1])
+
+
+@pytest.mark.skipif(not torch.backends.cpu.get_cpu_capability().startswith("AVX"),
+                    reason="ATen's grid_sample rounds with FMA in its AVX2/AVX-512 builds only")
+def test_extract_patches_loop_equals_grid_sample():
+    # the C loop (inference) against grid_sample (autograd on): centres inside, on the border,
+    # outside the image, NaN (the image centre) and infinite (clamped)
+    torch.manual_seed(0)
+    images = torch.rand(3, 1, 96, 80)
+    centres = torch.rand(3, 15, 2) * 120 - 12
+    centres[0, 0, 0] = float("nan")
+    centres[1, 2] = torch.tensor([79., 95.])
+    centres[1, 3] = torch.tensor([0., 0.])
+    centres[2, 4, 1] = float("inf")
+    centres[2, 5, 0] = -float("inf")
+    for patch in (1, 3, 24, 25):
+        ref = extract_patches(images, centres.clone().requires_grad_(), patch)
+        with torch.inference_mode():
+            got = extract_patches(images, centres, patch)
+        # the same float operations as grid_sample's AVX2/AVX-512 kernel (FMA), in its order
+        assert torch.equal(got, ref.detach())
+
+
+def test_run_sequential_equals_the_modules():
+    from lmklib.models import kaggle as K
+
+    torch.manual_seed(3)
+    norm = K.Normalisation.paper(K.IMAGE_SIZE)
+    x = torch.rand(2, 1, K.IMAGE_SIZE, K.IMAGE_SIZE)
+    for model in (K.cnn_small(activation="relu"), K.cnn_tiny(activation="tanh"),
+                  K.cnn_tiny(activation="sigmoid"), K.mlp_tiny(),
+                  K.CascadeCNN(K.cnn_tiny(), K.refiner(), norm)):
+        model.eval()
+        ref = model(x)                       # autograd on: every module runs as written
+        with torch.inference_mode():
+            got = model(x)
+        assert torch.allclose(got, ref, rtol=1e-4, atol=1e-5), model
+    seq = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, groups=2), nn.ReLU(), MaxPool2x2(),
+                        nn.ReLU6(), MaxPool2x2(), nn.Flatten())
+    x = torch.randn(1, 4, 9, 9) * 8
+    with torch.inference_mode():
+        assert torch.allclose(run_sequential(seq, x), seq(x), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("n, h, w, c", [(1, 4, 4, 128), (2, 4, 4, 16), (1, 1, 1, 7),
@@ -163,7 +284,7 @@ def test_depthwise_pair_hwc_equals_two_conv2d(n, h, w, c):
     count = F.conv2d(torch.ones(1, 1, h, w), torch.ones(1, 1, 3, 3), None, 1, 1)[0, 0]
     assert torch.equal(got, (3 * count[..., None] + steps).expand(n, h, w, c))
     with pytest.raises(ValueError, match="depthwise3x3_pair_hwc: wb holds 4 bytes"):
-        _depthwise.depthwise3x3_pair_hwc(a.numpy(), b.numpy(), taps(wa), bytes(4),
+        _loops.depthwise3x3_pair_hwc(a.numpy(), b.numpy(), taps(wa), bytes(4),
                                          bias.numpy(), torch.empty(n, h, w, c).numpy(), n, h, w,
                                          c)
 
