@@ -6,10 +6,12 @@ throughput at batch 256, and onnxruntime beside torch.
 Models (untrained: speed does not depend on the weights): the Kaggle report's MLP, CNN
 (``cnn_small``, the quick profile's) and cascade (``cnn_small`` + ``refiner``), the ACN
 notebook's 5-point CNN and its 64 px CPM, the CCNN cascade (``benchmarks/bench_ccnn.py``
-has its own targets) and Fast DHM x1 at the quick profile's 64 px. Arithmetic: ``lmklib.profile.flops`` at the throughput of a plain conv on
-this core measured in this run (``lmklib.profile.conv_gflops``). ONNX columns need the extra
-``.[onnx]`` (skipped without it). Exit status 1 when a Kaggle model's or Fast DHM's batch-1
-latency is more than 3x its arithmetic (issue #15).
+has its own targets) and Fast DHM x1 at the quick profile's 64 px. Arithmetic:
+``lmklib.profile.flops`` at the throughput of a plain conv on this core, measured in this run
+in blocks alternating with the model's (``lmklib.profile.bound_ratio``: ``--runs`` calls in
+10 blocks; the columns are medians over the blocks). ONNX columns need the extra ``.[onnx]``
+(skipped without it). Exit status 1 when a Kaggle model's or Fast DHM's batch-1 latency is
+more than 3x its arithmetic (issue #15).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from lmklib.models.acn import acn_net
 from lmklib.models.ccnn import ccnn, canonical_frame
 from lmklib.models.cpm import CPM
 from lmklib.models.fast_dhm import fast_dhm
-from lmklib.profile import conv_gflops, flops, latency
+from lmklib.profile import bound_ratio, conv_gflops, latency
 
 TARGET_BOUND = 3.0
 
@@ -88,15 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         import onnxruntime  # noqa: F401
     except ImportError:
         to_onnx = None
-    print(f"plain conv on this core: {gflops:.1f} GFLOP/s (1 thread)\n")
+    print(f"plain conv on this core: {gflops:.1f} GFLOP/s (1 thread, at the start)\n")
     depthwise_table(args.runs)
     print(f"{'model':38s} {'MFLOP':>7s} {'bound ms':>9s} {'torch ms':>9s} {'x bound':>8s} "
           f"{'onnx ms':>8s} {'faces/s @256':>13s}")
     missed, tmp = [], Path(tempfile.mkdtemp(prefix="lmk_bench_"))
     for name, (model, inputs, target) in models().items():
-        work = flops(model, *inputs)
-        bound = work / (gflops * 1e9) * 1e3
-        ms = timed(model, inputs, args.runs)
+        r = bound_ratio(model, inputs, blocks=10, runs=max(1, args.runs // 10))
         with torch.inference_mode():
             big = tuple(x.expand(256, *x.shape[1:]).contiguous() for x in inputs)
             model(*big)                                   # the first call builds the kernels
@@ -107,11 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         if to_onnx is not None:
             run = onnx_session(to_onnx(model, tmp / f"{len(list(tmp.iterdir()))}.onnx"), threads=1)
             onnx_ms = timed(run, inputs, args.runs)
-        ratio = ms / bound
-        if target and ratio > TARGET_BOUND:
+        if target and r.ratio > TARGET_BOUND:
             missed.append(name)
-        print(f"{name:38s} {work / 1e6:7.2f} {bound:9.3f} {ms:9.3f} {ratio:7.2f}x {onnx_ms:8.3f} "
-              f"{fps:13,.0f}")
+        print(f"{name:38s} {r.mflop:7.2f} {r.bound_ms:9.3f} {r.median_ms:9.3f} {r.ratio:7.2f}x "
+              f"{onnx_ms:8.3f} {fps:13,.0f}")
     print(f"\nratios measured in this run: torch batch-1 latency / arithmetic bound, target <= "
           f"{TARGET_BOUND:g}x for the Kaggle models and Fast DHM" + ("" if to_onnx else
                                                        "; ONNX skipped (pip install -e .[onnx])"))

@@ -144,6 +144,44 @@ def latency(model: Callable, example: torch.Tensor | tuple, threads: int = 1, wa
                    p90_ms=float(np.percentile(t, 90)), per_item_ms=med / batch, runs=len(t))
 
 
+@dataclass
+class BoundRatio:
+    """A latency against its arithmetic bound (:func:`bound_ratio`): medians over the blocks."""
+
+    mflop: float
+    gflops: float        # the reference convolution's rate
+    median_ms: float
+    bound_ms: float      # mflop at gflops
+    ratio: float         # median of the blocks' latency / bound
+
+
+def bound_ratio(model: nn.Module, example: tuple, blocks: int = 10, runs: int = 20,
+                threads: int = 1) -> BoundRatio:
+    """How far ``model(*example)`` runs from its arithmetic on this CPU: its :func:`flops` at
+    the rate of a plain convolution (:func:`conv_gflops`), against its :func:`latency`.
+
+    Measured in ``blocks`` pairs, each a reference-convolution measurement then ``runs`` timed
+    calls of the model (after 5 warm-up calls, which also restore its caches); the ratio is the
+    median of the pairs' ratios. On a shared host whose speed drifts, each pair sees one state
+    of it: with the rate taken once at the start of a run, the same code's ratio moved 2x
+    between runs."""
+    work = flops(model, *example)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        rates, times = [], []
+        for _ in range(blocks):
+            rates.append(conv_gflops(repeats=10))
+            times.append(latency(model, example, threads=threads, warmup=5, runs=runs).median_ms)
+    finally:
+        torch.set_num_threads(old)
+    rate, ms = np.array(rates), np.array(times)
+    bounds = work / (rate * 1e9) * 1e3
+    return BoundRatio(mflop=work / 1e6, gflops=float(np.median(rate)),
+                      median_ms=float(np.median(ms)), bound_ms=float(np.median(bounds)),
+                      ratio=float(np.median(ms / bounds)))
+
+
 def latency_table(model: nn.Module, example_one: torch.Tensor, batch: int = 32,
                   threads: tuple[int, ...] = (1, 2), **kwargs) -> "pd.DataFrame":
     """Latency at batch 1 and batch ``batch`` for each thread count, as a DataFrame."""
