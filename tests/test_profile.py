@@ -73,3 +73,13 @@ def test_latency_on_the_gpu_moves_the_model_there_and_back():
     model = nn.Linear(4, 2)
     lat = profile.latency(model, torch.zeros(2, 4), warmup=1, runs=3, device="cuda")
     assert lat.runs == 3 and lat.median_ms > 0 and next(model.parameters()).device.type == "cpu"
+
+
+def test_bound_ratio_counts_the_models_flops_and_pairs_the_blocks():
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    x = torch.randn(1, 3, 16, 16)
+    threads = torch.get_num_threads()
+    r = profile.bound_ratio(conv, (x,), blocks=3, runs=2)          # odd: medians are members
+    assert r.mflop == 2 * 8 * 3 * 9 * 16 * 16 / 1e6                 # 0.110592
+    assert r.bound_ms == pytest.approx(r.mflop * 1e6 / (r.gflops * 1e9) * 1e3, rel=1e-12)
+    assert r.ratio > 0 and r.median_ms > 0 and torch.get_num_threads() == threads
