@@ -105,6 +105,26 @@ INLINE void taps(const float *restrict pad, const float *restrict k, float *rest
     }
 }
 
+/* Four outputs at once at stride 1: planes o, o + L1, o + 2 L1, o + 3 L1 (rows of P values)
+ * += the taps of kernels k, k + ks, k + 2 ks, k + 3 ks over plane pad, each sum in taps()'s
+ * order (the same bits), the nine loads of each position shared by the four. */
+INLINE void taps4(const float *restrict pad, const float *restrict k, Py_ssize_t ks,
+                  float *restrict o, Py_ssize_t L1, Py_ssize_t P, Py_ssize_t Ho, Py_ssize_t Wo) {
+    float kk[4][9];
+    for (int b = 0; b < 4; b++)
+        for (int j = 0; j < 9; j++) kk[b][j] = k[b * ks + j];
+    const float *r0 = pad, *r1 = r0 + P, *r2 = r1 + P;
+    for (Py_ssize_t t = 0; t < (Ho - 1) * P + Wo; t++) {
+        const float a0 = r0[t], a1 = r0[t + 1], a2 = r0[t + 2], b0 = r1[t], b1 = r1[t + 1],
+                    b2 = r1[t + 2], c0 = r2[t], c1 = r2[t + 1], c2 = r2[t + 2];
+        for (int b = 0; b < 4; b++) {
+            const float *q = kk[b];
+            o[b * L1 + t] = o[b * L1 + t] + q[0] * a0 + q[1] * a1 + q[2] * a2 + q[3] * b0 +
+                            q[4] * b1 + q[5] * b2 + q[6] * c0 + q[7] * c1 + q[8] * c2;
+        }
+    }
+}
+
 /* Each loop below is compiled three times, for plain x86-64, AVX2 (with FMA) and AVX-512 (the
  * same float operations, with no FMA contraction: the same bits; an explicit fmaf is one
  * rounding in all three), and DISPATCH calls the widest one whose vectors the loop's inner
@@ -146,7 +166,8 @@ INLINE void fill(float *restrict o, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t q, 
         float *acc
 #define CONV_BODY                                                                             \
     const Py_ssize_t Cg = C / G, M = O / G, P = p ? padded_width(W, s) : W,                   \
-                     plane = (H + 2 * p) * P, in = H * W, on = Ho * Wo, q = s == 1 ? P : Wo;  \
+                     plane = (H + 2 * p) * P, in = H * W, on = Ho * Wo, q = s == 1 ? P : Wo,  \
+                     L1 = Ho * q;                                                             \
     for (Py_ssize_t n = 0; n < N; n++)                                                        \
         for (Py_ssize_t g = 0; g < G; g++) {                                                  \
             const float *xg = x + (n * C + g * Cg) * in;                                      \
@@ -154,16 +175,24 @@ INLINE void fill(float *restrict o, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t q, 
                 for (Py_ssize_t c = 0; c < Cg; c++)                                           \
                     pad_plane(xg + c * in, H, W, s, pad + c * plane);                         \
             const float *src = p ? pad : xg;                                                  \
-            for (Py_ssize_t o = g * M; o < (g + 1) * M; o++) {                                \
-                float *dst = out + (n * O + o) * on, *sum = s == 1 ? acc : dst;               \
-                fill(sum, Ho, Wo, q, bias && !bias_map ? bias[o] : 0.0f,                      \
-                     bias && bias_map ? bias + o * on : NULL);                                \
-                for (Py_ssize_t c = 0; c < Cg; c++)                                           \
-                    taps(src + c * plane, w + (o * Cg + c) * 9, sum, P, s, Ho, Wo);           \
-                if (s == 1)                                                                   \
-                    for (Py_ssize_t y = 0; y < Ho; y++)                                       \
-                        memcpy(dst + y * Wo, sum + y * q, Wo * sizeof(float));                \
-                activate(dst, on, act);                                                       \
+            for (Py_ssize_t o = g * M, B; o < (g + 1) * M; o += B) {                          \
+                B = s == 1 && o + 4 <= (g + 1) * M ? 4 : 1; /* outputs in this pass */        \
+                float *sum = s == 1 ? acc : out + (n * O + o) * on;                           \
+                for (Py_ssize_t b = 0; b < B; b++)                                            \
+                    fill(sum + b * L1, Ho, Wo, q, bias && !bias_map ? bias[o + b] : 0.0f,     \
+                         bias && bias_map ? bias + (o + b) * on : NULL);                      \
+                for (Py_ssize_t c = 0; c < Cg; c++) {                                         \
+                    const float *k = w + (o * Cg + c) * 9;                                    \
+                    if (B == 4) taps4(src + c * plane, k, Cg * 9, sum, L1, P, Ho, Wo);        \
+                    else taps(src + c * plane, k, sum, P, s, Ho, Wo);                         \
+                }                                                                             \
+                for (Py_ssize_t b = 0; b < B; b++) {                                          \
+                    float *dst = out + (n * O + o + b) * on;                                  \
+                    if (s == 1)                                                               \
+                        for (Py_ssize_t y = 0; y < Ho; y++)                                   \
+                            memcpy(dst + y * Wo, sum + b * L1 + y * q, Wo * sizeof(float));   \
+                    activate(dst, on, act);                                                   \
+                }                                                                             \
             }                                                                                 \
         }
 
@@ -259,7 +288,7 @@ static PyObject *call(const char *fn, PyObject *args, int depthwise) {
         (has_bias && !bias_map && !need_bytes(fn, &bb, O * (Py_ssize_t)sizeof(float), "bias")))
         goto done;
     pad = calloc((size_t)(p ? (C / G) * (H + 2) * padded_width(W, s) : 1), sizeof(float));
-    acc = calloc((size_t)(Ho * (p ? padded_width(W, s) : W)), sizeof(float));
+    acc = calloc((size_t)(4 * Ho * (p ? padded_width(W, s) : W)), sizeof(float));
     if (!pad || !acc) {
         PyErr_NoMemory();
         goto done;
