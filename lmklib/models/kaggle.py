@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .layers import MaxPool2x2, extract_patches, group_linear, run_sequential
