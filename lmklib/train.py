@@ -111,6 +111,17 @@ def _check_resume(path: str | Path, state: Mapping[str, Any], seed: int, tag: st
                              f"pass {what}={stored!r} to continue it)")
 
 
+def channels_last(model: nn.Module) -> nn.Module:
+    """``model`` with its weights in channels-last memory, for training on a CPU: oneDNN then
+    runs the convolutions (the depthwise ones above all) without layout conversions, and their
+    outputs follow the weights' layout. Measured on two CPU cores, a training step: SD-HRNet's
+    quick student at batch 16, 96 px, 155-195 ms -> 123-131, its teacher 345-372 -> 279-315,
+    its supernet 330-359 -> 277-294; Fast DHM at batch 50, 64 px, x1 23.5 -> 20.0 ms, x2
+    52 -> 44 ms. The same outputs to float rounding. The modules and parameters stay the same
+    objects (an optimizer built before or after sees them)."""
+    return model.to(memory_format=torch.channels_last)
+
+
 def make_scheduler(opt: torch.optim.Optimizer, kind: str, epochs: int, steps_per_epoch: int,
                    milestones=(), gamma: float = 0.5, reset_lr: float | None = None):
     """``(scheduler, when it steps)`` for :func:`fit`: ``"constant"`` (none), ``"onecycle"`` (per

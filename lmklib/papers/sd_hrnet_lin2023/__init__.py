@@ -41,7 +41,7 @@ from ...data.faces import FaceCrops
 from ...data.schemes import IBUG68, Scheme, get_scheme
 from ...data.transforms import augment_batch, standardise
 from ...models.hrnet import HRNet, hrnetv2_spec, supernet_spec
-from ...train import fit, make_scheduler
+from ...train import channels_last, fit, make_scheduler
 
 PAPER = "sd_hrnet_lin2023"
 
@@ -138,16 +138,6 @@ def device(cfg: dict) -> str:
     if d == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return d
-
-
-def channels_last(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` with its weights in channels-last memory, as every network of this notebook
-    trains: oneDNN then runs the convolutions, the depthwise ones above all, without layout
-    conversions (measured on two CPU cores, a training step at batch 16 and 96 px: the quick
-    student 155-195 ms -> 123-131, the teacher 345-372 -> 279-315, the supernet 330-359 ->
-    277-294; the same outputs to float rounding). The modules and parameters stay the same
-    objects, so an optimizer built before or after sees them."""
-    return model.to(memory_format=torch.channels_last)
 
 
 # --------------------------------------------------------------------------- data

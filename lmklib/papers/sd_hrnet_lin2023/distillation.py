@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...data.transforms import random_occlusion
-from ...train import fit, make_scheduler
-from . import augmented, channels_last, device, heatmap_criterion, loader, scheme_of, targets
+from ...train import channels_last, fit, make_scheduler
+from . import augmented, device, heatmap_criterion, loader, scheme_of, targets
 
 COMPONENTS = ("teacher", "peers", "masked")
 

@@ -19,8 +19,8 @@ import torch
 
 from ...models.hrnet import HRNet, live_ops, prune, spec_ops, threshold_keep
 from ...profile import count_parameters, flops
-from ...train import fit, make_scheduler
-from . import augmented, channels_last, device, heatmap_criterion, loader, scheme_of, targets
+from ...train import channels_last, fit, make_scheduler
+from . import augmented, device, heatmap_criterion, loader, scheme_of, targets
 
 
 def l1_alphas(model: HRNet) -> torch.Tensor:
