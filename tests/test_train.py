@@ -140,3 +140,14 @@ def test_reset_schedule_sets_the_rate_at_the_milestone():
     assert rates == pytest.approx([5e-3, 5e-3, 1e-5, 1e-5])
     with pytest.raises(ValueError, match="reset_lr"):
         make_scheduler(opt, "reset", 4, 10, ())
+
+
+def test_channels_last_keeps_the_modules_and_lays_conv_weights_out_channels_last():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 3 * 3, 2))
+    params = list(model.parameters())
+    assert train.channels_last(model) is model
+    assert all(a is b for a, b in zip(model.parameters(), params))   # an optimizer sees them
+    w = model[0].weight
+    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    x = torch.randn(2, 3, 5, 5)
+    assert model(x).shape == (2, 2)

@@ -101,6 +101,8 @@ def test_training_learns_and_the_card_rebuilds_the_model(cfg, shape):
                                 {**cfg, "similarity": None, "batch_size": 16, "lr": 2e-3}, 15, seed=0)
     assert hist["train_loss"].iloc[-1] < 0.6 * hist["train_loss"].iloc[0]
     assert T.box_nme(T.predict(model, crops), crops).mean() < base
+    # trained channels-last, returned channels-first (saved state and cards as before)
+    assert all(p.is_contiguous() for p in model.parameters())
     card = T.model_card(model, crops.name, cfg, 12.3, "synthetic test")
     again = T.load_predictor(card, model.state_dict())
     assert np.array_equal(again(crops), T.predict(model, crops))
