@@ -158,7 +158,8 @@ INLINE void fill(float *restrict o, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t q, 
  * g = o / (O / G)) sums the taps over the C / G input channels of its group, in order.
  * Depthwise: G = C = O; dense: G = 1. Padding p = 1 (zero border; any stride) or 0 (valid;
  * stride 1, read in place). bias: NULL, [O] (bias_map 0) or [O, Ho, Wo] (1). pad: scratch for
- * the C / G padded planes of one group, zeroed (unused when p = 0). */
+ * the C / G padded planes of one group, zeroed (unused when p = 0); acc: at stride 1, the
+ * sums of one pass's outputs (rows of P values), zeroed. */
 #define CONV_ARGS                                                                             \
     const float *x, const float *w, const float *bias, int bias_map, float *out,            \
         Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t O, Py_ssize_t G,   \
@@ -287,8 +288,11 @@ static PyObject *call(const char *fn, PyObject *args, int depthwise) {
         !need_bytes(fn, &ob, N * O * Ho * Wo * (Py_ssize_t)sizeof(float), "out") ||
         (has_bias && !bias_map && !need_bytes(fn, &bb, O * (Py_ssize_t)sizeof(float), "bias")))
         goto done;
+    /* scratch: the padded planes of one group; at stride 1 the sums of one pass (4 outputs
+     * when a group has 4 or more, else 1), rows of the source's length */
     pad = calloc((size_t)(p ? (C / G) * (H + 2) * padded_width(W, s) : 1), sizeof(float));
-    acc = calloc((size_t)(4 * Ho * (p ? padded_width(W, s) : W)), sizeof(float));
+    acc = calloc((size_t)(s == 1 ? (O / G >= 4 ? 4 : 1) * Ho * (p ? W + 2 : W) : 1),
+                 sizeof(float));
     if (!pad || !acc) {
         PyErr_NoMemory();
         goto done;
