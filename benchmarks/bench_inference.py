@@ -7,11 +7,11 @@ Models (untrained: speed does not depend on the weights): the Kaggle report's ML
 (``cnn_small``, the quick profile's) and cascade (``cnn_small`` + ``refiner``), the ACN
 notebook's 5-point CNN and its 64 px CPM, the CCNN cascade (``benchmarks/bench_ccnn.py``
 has its own targets) and Fast DHM x1 at the quick profile's 64 px. Arithmetic:
-``lmklib.profile.flops`` at the throughput of a plain conv on this core, measured in this run
-in blocks alternating with the model's (``lmklib.profile.bound_ratio``: ``--runs`` calls in
-10 blocks; the columns are medians over the blocks). ONNX columns need the extra ``.[onnx]``
-(skipped without it). Exit status 1 when a Kaggle model's or Fast DHM's batch-1 latency is
-more than 3x its arithmetic (issue #15).
+``lmklib.profile.flops`` at the throughput of a plain conv on this core (the GFLOP/s column),
+measured in this run in blocks alternating with the model's (``lmklib.profile.bound_ratio``:
+``--runs`` calls in 10 blocks; the columns are medians over the blocks). ONNX columns need
+the extra ``.[onnx]`` (skipped without it). Exit status 1 when a Kaggle model's or Fast DHM's
+batch-1 latency is more than 3x its arithmetic (issue #15).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from lmklib.models.acn import acn_net
 from lmklib.models.ccnn import ccnn, canonical_frame
 from lmklib.models.cpm import CPM
 from lmklib.models.fast_dhm import fast_dhm
-from lmklib.profile import bound_ratio, conv_gflops, latency
+from lmklib.profile import bound_ratio, latency
 
 TARGET_BOUND = 3.0
 
@@ -84,16 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=200)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    gflops = conv_gflops()
     try:
         from lmklib.export import onnx_session, to_onnx
         import onnxruntime  # noqa: F401
     except ImportError:
         to_onnx = None
-    print(f"plain conv on this core: {gflops:.1f} GFLOP/s (1 thread, at the start)\n")
     depthwise_table(args.runs)
-    print(f"{'model':38s} {'MFLOP':>7s} {'bound ms':>9s} {'torch ms':>9s} {'x bound':>8s} "
-          f"{'onnx ms':>8s} {'faces/s @256':>13s}")
+    print(f"{'model':38s} {'MFLOP':>7s} {'GFLOP/s':>8s} {'bound ms':>9s} {'torch ms':>9s} "
+          f"{'x bound':>8s} {'onnx ms':>8s} {'faces/s @256':>13s}")
     missed, tmp = [], Path(tempfile.mkdtemp(prefix="lmk_bench_"))
     for name, (model, inputs, target) in models().items():
         r = bound_ratio(model, inputs, blocks=10, runs=max(1, args.runs // 10))
@@ -109,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             onnx_ms = timed(run, inputs, args.runs)
         if target and r.ratio > TARGET_BOUND:
             missed.append(name)
-        print(f"{name:38s} {r.mflop:7.2f} {r.bound_ms:9.3f} {r.median_ms:9.3f} {r.ratio:7.2f}x "
-              f"{onnx_ms:8.3f} {fps:13,.0f}")
+        print(f"{name:38s} {r.mflop:7.2f} {r.gflops:8.1f} {r.bound_ms:9.3f} {r.median_ms:9.3f} "
+              f"{r.ratio:7.2f}x {onnx_ms:8.3f} {fps:13,.0f}")
     print(f"\nratios measured in this run: torch batch-1 latency / arithmetic bound, target <= "
           f"{TARGET_BOUND:g}x for the Kaggle models and Fast DHM" + ("" if to_onnx else
                                                        "; ONNX skipped (pip install -e .[onnx])"))

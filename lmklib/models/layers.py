@@ -137,7 +137,7 @@ def max_pool2x2(x: torch.Tensor, act: str | None = None) -> torch.Tensor:
         if x.is_contiguous(memory_format=torch.channels_last):
             out = torch.empty(n, c, hi // 2, wi // 2, memory_format=torch.channels_last)
             _loops.maxpool2x2(_array(x.permute(0, 2, 3, 1)), out.permute(0, 2, 3, 1).numpy(),
-                                  n, hi, wi, c, _ACTS[act])
+                              n, hi, wi, c, _ACTS[act])
             return out
     if (h, w) != x.shape[-2:]:
         x = x[..., :h, :w]                             # an odd row or column is dropped
@@ -271,6 +271,20 @@ def depthwise3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return _depthwise_conv(x, weight, bias, stride, act)
 
 
+def _conv3x3_loop(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  groups: int, stride: int, padding: int, act: str | None) -> torch.Tensor:
+    """The C loop of ``_loops.c`` for a grouped 3x3 convolution of a CPU float32 ``x``
+    (:func:`stem3x3`, :func:`grouped3x3`): padding 1 (any stride) or 0 (stride 1); ``bias``
+    None, ``[O]`` or a map ``[O, Ho, Wo]``."""
+    n, c, h, wd = x.shape
+    o = weight.shape[0]
+    ho, wo = ((h - 1) // stride + 1, (wd - 1) // stride + 1) if padding else (h - 2, wd - 2)
+    out = torch.empty(n, o, ho, wo)
+    _loops.conv3x3(_array(x), _array(weight), _array(bias), out.numpy(), n, c, h, wd, o, groups,
+                   stride, padding, ho, wo, _ACTS[act])
+    return out
+
+
 def stem3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
             stride: int = 1, act: str | None = None) -> torch.Tensor:
     """A dense 3x3 convolution with few input channels (a network's stem), zero padding 1, at
@@ -284,16 +298,11 @@ def stem3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     if x.dim() != 4 or x.shape[1] != c or tuple(weight.shape[2:]) != (3, 3):
         raise ValueError(f"stem3x3 needs x [N, C, H, W] and weight [O, C, 3, 3], got "
                          f"{list(x.shape)} and {list(weight.shape)}")
-    n, _, h, wd = x.shape
-    ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
-    if n != 1 or not _cpu_float(x, weight, bias):
+    if x.shape[0] != 1 or not _cpu_float(x, weight, bias):
         y = F.conv2d(x, weight, None, stride, 1)
         return activate(y if bias is None else y.add_(bias.view(o, -1, 1) if bias.dim() == 1
                                                       else bias), act)
-    out = torch.empty(1, o, ho, wo)
-    _loops.conv3x3(_array(x), _array(weight), _array(bias), out.numpy(), 1, c, h, wd, o, 1,
-                       stride, 1, ho, wo, _ACTS[act])
-    return out
+    return _conv3x3_loop(x, weight, bias, 1, stride, 1, act)
 
 
 def grouped3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -307,20 +316,15 @@ def grouped3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     a grouped one on channels-first maps to a slow one: the Kaggle cascade's refiner (15 groups;
     1 -> 8 channels on 24 x 24, then 8 -> 16 on 11 x 11) took 100-130 us in each at batch 1,
     the loop 40 and 70-100 us (one thread)."""
-    n, c, h, wd = x.shape
     o = weight.shape[0]
-    if (x.dim() != 4 or c % groups or o % groups or tuple(weight.shape[1:]) != (c // groups, 3, 3)
-            or padding not in (0, 1)):
+    if (x.dim() != 4 or x.shape[1] % groups or o % groups or padding not in (0, 1)
+            or tuple(weight.shape[1:]) != (x.shape[1] // groups, 3, 3)):
         raise ValueError(f"grouped3x3 needs x [N, C, H, W], weight [O, C / groups, 3, 3] (groups "
                          f"{groups} dividing C and O) and padding 0 or 1, got {list(x.shape)}, "
                          f"{list(weight.shape)}, {padding}")
     if not (inference(x, weight, bias) and _cpu_float(x, weight, bias) and x.numel()):
         return activate(F.conv2d(x, weight, bias, 1, padding, 1, groups), act)
-    ho, wo = h - 2 + 2 * padding, wd - 2 + 2 * padding
-    out = torch.empty(n, o, ho, wo)
-    _loops.conv3x3(_array(x), _array(weight), _array(bias), out.numpy(), n, c, h, wd, o,
-                       groups, 1, padding, ho, wo, _ACTS[act])
-    return out
+    return _conv3x3_loop(x, weight, bias, groups, 1, padding, act)
 
 
 def depthwise_pair_hwc(a: torch.Tensor, b: torch.Tensor, wa, wb, bias) -> torch.Tensor:
@@ -482,7 +486,7 @@ def _few_channel_groups(conv: nn.Conv2d) -> bool:
 
 
 def run_sequential(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """``layers(x)``, the same function; with grad mode off (inference) two shortcuts:
+    """``layers(x)``, the same function; with grad mode off (inference) three shortcuts:
 
     * a non-decreasing activation followed by :class:`MaxPool2x2` runs after the pooling, on a
       quarter of the values (ReLU and ReLU6 inside the pooling loop): ``max`` commutes with it;
