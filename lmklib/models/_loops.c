@@ -50,7 +50,9 @@ INLINE void activate(float *o, Py_ssize_t n, int act) {
 }
 
 /* Row length of a padded plane: W + 2; at stride 2, E even then E odd columns. */
-static Py_ssize_t padded_width(Py_ssize_t W, Py_ssize_t s) { return s == 2 ? (W + 3) / 2 * 2 : W + 2; }
+static Py_ssize_t padded_width(Py_ssize_t W, Py_ssize_t s) {
+    return s == 2 ? (W + 3) / 2 * 2 : W + 2;
+}
 
 /* Copies plane x (H x W) into the interior of pad ((H + 2) rows of padded_width), whose border
  * stays zero. Stride 2: padded column c (input column c - 1) goes to c / 2 of the even half or
@@ -382,10 +384,12 @@ static PyObject *maxpool2x2(PyObject *self, PyObject *args) {
  * lmklib.models.layers.extract_patches builds, bit for bit where ATen's kernel uses FMA (its
  * AVX2 and AVX-512 builds): the same float operations in the same order. The coordinate goes to
  * the normalised grid (x * 2 / (W - 1) - 1) and back ((g + 1) * ((W - 1) / 2)), is clamped to
- * the image, and the four neighbours' weights are ATen's (a neighbour outside has value 0). */
+ * the image, and the four neighbours' weights are ATen's (a neighbour outside has value 0).
+ * A window's columns are the same in each of its rows: their positions and weights are
+ * computed once per window, into cols (3 P values: x0, w, e). */
 #define PATCH_ARGS                                                                            \
     const float *img, const float *centre, float *out, Py_ssize_t N, Py_ssize_t H,           \
-        Py_ssize_t W, Py_ssize_t K, Py_ssize_t P
+        Py_ssize_t W, Py_ssize_t K, Py_ssize_t P, float *cols
 #define PATCH_BODY                                                                            \
     const float half = (float)(P - 1) / 2.0f, mid = (float)(W - 1) / 2.0f;                   \
     const float dx = (float)(W - 1), dy = (float)(H - 1), sx = dx / 2.0f, sy = dy / 2.0f;     \
@@ -396,6 +400,14 @@ static PyObject *maxpool2x2(PyObject *self, PyObject *args) {
             cx = cx != cx ? mid : cx;                                                         \
             cy = cy != cy ? mid : cy;                                                         \
             float *restrict o = out + (n * K + k) * P * P;                                    \
+            for (Py_ssize_t j = 0; j < P; j++) {                                              \
+                float ix = ((cx + ((float)j - half)) * 2.0f / dx - 1.0f + 1.0f) * sx;         \
+                ix = ix < 0.0f ? 0.0f : ix > dx ? dx : ix;                                    \
+                const float x0 = (float)(Py_ssize_t)ix;                                       \
+                cols[j] = x0;                                                                 \
+                cols[P + j] = ix - x0;                                                        \
+                cols[2 * P + j] = 1.0f - (ix - x0);                                           \
+            }                                                                                 \
             for (Py_ssize_t i = 0; i < P; i++) {                                              \
                 float iy = ((cy + ((float)i - half)) * 2.0f / dy - 1.0f + 1.0f) * sy;         \
                 iy = iy < 0.0f ? 0.0f : iy > dy ? dy : iy;                                    \
@@ -403,10 +415,8 @@ static PyObject *maxpool2x2(PyObject *self, PyObject *args) {
                 const float nn = iy - (float)y0, ss = 1.0f - nn;                              \
                 const float *r0 = im + y0 * W, *r1 = y0 + 1 < H ? r0 + W : NULL;              \
                 for (Py_ssize_t j = 0; j < P; j++) {                                          \
-                    float ix = ((cx + ((float)j - half)) * 2.0f / dx - 1.0f + 1.0f) * sx;     \
-                    ix = ix < 0.0f ? 0.0f : ix > dx ? dx : ix;                                \
-                    const Py_ssize_t x0 = (Py_ssize_t)ix;                                     \
-                    const float w = ix - (float)x0, e = 1.0f - w;                             \
+                    const Py_ssize_t x0 = (Py_ssize_t)cols[j];                                \
+                    const float w = cols[P + j], e = cols[2 * P + j];                         \
                     const int east = x0 + 1 < W;                                              \
                     const float vnw = r0[x0], vne = east ? r0[x0 + 1] : 0.0f,                 \
                                 vsw = r1 ? r1[x0] : 0.0f, vse = r1 && east ? r1[x0 + 1] : 0.0f; \
@@ -425,18 +435,23 @@ static PyObject *patches(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*y*w*nnnnn", &ib, &cb, &ob, &N, &H, &W, &K, &P)) return NULL;
     PyObject *result = NULL;
     const char *fn = "patches";
+    float *cols = NULL;
     if (H < 1 || W < 1 || P < 1)
         PyErr_Format(PyExc_ValueError, "%s: image %zd x %zd, window %zd", fn, H, W, P);
     else if (need_bytes(fn, &ib, N * H * W * (Py_ssize_t)sizeof(float), "image") &&
              need_bytes(fn, &cb, N * K * 2 * (Py_ssize_t)sizeof(float), "centres") &&
              need_bytes(fn, &ob, N * K * P * P * (Py_ssize_t)sizeof(float), "out")) {
-        Py_BEGIN_ALLOW_THREADS
-        DISPATCH(patch, 16, (const float *)ib.buf, (const float *)cb.buf, (float *)ob.buf, N, H,
-                 W, K, P);
-        Py_END_ALLOW_THREADS
-        result = Py_None;
-        Py_INCREF(result);
+        if (!(cols = malloc((size_t)(3 * P) * sizeof(float)))) PyErr_NoMemory();
+        else {
+            Py_BEGIN_ALLOW_THREADS
+            DISPATCH(patch, 16, (const float *)ib.buf, (const float *)cb.buf, (float *)ob.buf,
+                     N, H, W, K, P, cols);
+            Py_END_ALLOW_THREADS
+            result = Py_None;
+            Py_INCREF(result);
+        }
     }
+    free(cols);
     PyBuffer_Release(&ib);
     PyBuffer_Release(&cb);
     PyBuffer_Release(&ob);

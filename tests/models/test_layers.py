@@ -195,6 +195,8 @@ def test_grouped3x3_known_answer_and_bad_shapes():
     assert torch.equal(y[0], torch.stack([sums, sums - 1, 2 * sums, 2 * sums]))
     with pytest.raises(ValueError, match="grouped3x3 needs"):
         grouped3x3(x, torch.ones(4, 2, 3, 3), None, 0, 2)
+    with pytest.raises(ValueError, match="grouped3x3 needs"):
+        grouped3x3(x[0], torch.ones(4, 1, 3, 3), None, 0, 2)          # no batch axis
     with pytest.raises(ValueError, match="conv3x3: 1 -> 1 channels in 1 groups, stride 2, "
                                          "padding 0"):
         _loops.conv3x3(bytes(36), bytes(36), None, bytearray(4), 1, 1, 3, 3, 1, 1, 2, 0, 1,
