@@ -9,14 +9,17 @@ so a second run only fine-tunes), and the slimmed network is fine-tuned from the
 weights with each variant of ``04_sd_hrnet``'s recipe for each of ``--epochs``:
 
 * S-HRNet: the heatmap loss alone (the undistilled baseline);
-* teacher + peers, unmasked (the two students stay identical: the teacher term alone);
-* the teacher term with masked inputs (one student): the masks' own cost;
-* the full scheme (teacher, peers, masks) at the paper's lambda1 = 4, at lambda1 = 1, and
-  with gentler masks (on half the faces; or sides up to 30 % instead of 50 %);
-* the teacher term, one student, unmasked; and the same with the masks' random numbers drawn
-  but no mask applied (the control for the masked run's different augmentation stream).
+* at the paper's 300-W weights (``PAPER_KD_300W``: lambda1 = 4, lambda2 = 1, a mask on every
+  student input): teacher + peers, unmasked (the two students stay identical: the teacher term
+  alone); the teacher term with masked inputs (one student): the masks' own cost; the full
+  scheme (teacher, peers, masks), also at lambda1 = 1 and with gentler masks (on half the
+  faces; or sides up to 30 % instead of 50 %); the teacher term, one student, unmasked; and the
+  same with the masks' random numbers drawn but no mask applied (the control for the masked
+  run's different augmentation stream);
+* the full scheme with masks on a quarter of the faces, sides up to 30 %; and the profile's own
+  distillation settings.
 
-``--variants`` picks some of them by number (0-8, in this order); ``--slim-l1`` searches with
+``--variants`` picks some of them by number (0-10, in this order); ``--slim-l1`` searches with
 another Eq. 2 lambda (each cached network is keyed on the settings it was trained with); ``--tune-seeds`` fine-tunes
 each with several seeds (data order, augmentation, masks; the supernet stays the one of
 ``--seed``), so a difference can be set against the spread between seeds.
@@ -42,20 +45,24 @@ from lmklib.papers import sd_hrnet_lin2023 as T
 from lmklib.papers.sd_hrnet_lin2023 import distillation, slimming
 from lmklib.train import load_checkpoint, save_checkpoint
 
-_OCC = dict(p=1.0, min_frac=0.1, max_frac=0.5)
+_PAPER = T.PAPER_KD_300W                  # lambda1 = 4, lambda2 = 1, a mask on every student input
+_OCC = _PAPER["occlusion"]
 VARIANTS = {   # name -> (distill() switches or None for the plain fine-tuning, distill settings)
     "S-HRNet (heatmap loss only)": (None, {}),
-    "teacher + peers, unmasked": (dict(masked=False), {}),
-    "teacher + masks (one student)": (dict(peers=False), {}),
-    "teacher + peers + masks (lambda1 = 4, the paper's)": (dict(), {}),
-    "teacher + peers + masks (lambda1 = 1)": (dict(), {"lambda1": 1.0}),
-    "teacher + peers + masks on half the faces": (dict(), {"occlusion": {**_OCC, "p": 0.5}}),
-    "teacher + peers + masks, sides up to 30 %": (dict(), {"occlusion": {**_OCC, "max_frac": 0.3}}),
-    "teacher, unmasked (one student)": (dict(peers=False, masked=False), {}),
+    "teacher + peers, unmasked": (dict(masked=False), _PAPER),
+    "teacher + masks (one student)": (dict(peers=False), _PAPER),
+    "teacher + peers + masks (the paper's 300-W lambdas)": (dict(), _PAPER),
+    "teacher + peers + masks (lambda1 = 1)": (dict(), {**_PAPER, "lambda1": 1.0}),
+    "teacher + peers + masks on half the faces": (dict(), {**_PAPER, "occlusion": {**_OCC, "p": 0.5}}),
+    "teacher + peers + masks, sides up to 30 %": (dict(), {**_PAPER, "occlusion": {**_OCC, "max_frac": 0.3}}),
+    "teacher, unmasked (one student)": (dict(peers=False, masked=False), _PAPER),
     # the masked run's random draws without the masks (p = 0): tells the masks' own effect
     # from the change in the augmentation stream that drawing them causes
     "teacher + masks drawn, none applied (one student)": (dict(peers=False),
-                                                          {"occlusion": {**_OCC, "p": 0.0}}),
+                                                          {**_PAPER, "occlusion": {**_OCC, "p": 0.0}}),
+    "teacher + peers + masks on a quarter of the faces, sides up to 30 %": (
+        dict(), {**_PAPER, "occlusion": {**_OCC, "p": 0.25, "max_frac": 0.3}}),
+    "the profile's distillation": (dict(), {}),
 }
 
 

@@ -48,6 +48,11 @@ PAPER = "sd_hrnet_lin2023"
 #: Sec. 4.3: 1 +- 0.25 scaling, +-30 degrees, flips; the shift is ours (the crops are fixed).
 AUGMENT = dict(angle=30.0, scale=(0.75, 1.25), shift=0.05)
 
+#: The distillation as the paper sets it on 300-W (Sec. 4.3: lambda1 = 4, lambda2 = 1), with a mask
+#: on every student input: our literal reading of "the occluded images with a random-sized mask"
+#: (Sec. 3.2). The mask sizes (sides 10-50 % of the image's) are ours; the paper gives none.
+PAPER_KD_300W = dict(lambda1=4.0, lambda2=1.0, occlusion=dict(p=1.0, min_frac=0.1, max_frac=0.5))
+
 _PAPER_WIDTHS = (18, 36, 72, 144)
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -60,9 +65,8 @@ PROFILES: dict[str, dict[str, Any]] = {
                      schedule="onecycle", milestones=()),
         slim=dict(epochs=1, lr=2e-3, alpha_lr=1e-2, l1=5e-5, weight_decay=4e-5,
                   schedule="onecycle", milestones=(), threshold=0.0017, params_ratio=0.5),
-        distill=dict(epochs=1, lr=1e-3, lambda1=4.0, lambda2=1.0, schedule="onecycle",
-                     milestones=(), occlusion=dict(p=1.0, min_frac=0.1, max_frac=0.5)),
-        table6=("teacher",), fig6=dict(supernets=("hrsupernet",), ratios=(0.5,)),
+        distill=dict(epochs=1, lr=1e-3, schedule="onecycle", milestones=(), **PAPER_KD_300W),
+        kd_literal=True, table6=("teacher",), fig6=dict(supernets=("hrsupernet",), ratios=(0.5,)),
         fps_batches=(1, 4), fps_runs=2),
     # the default: under 20 minutes on two CPU cores, on 300-W
     "quick": dict(
@@ -73,9 +77,9 @@ PROFILES: dict[str, dict[str, Any]] = {
                      schedule="onecycle", milestones=()),
         slim=dict(epochs=8, lr=3e-3, alpha_lr=1e-2, l1=5e-4, weight_decay=4e-5,
                   schedule="onecycle", milestones=(), threshold=0.0017, params_ratio=0.30),
-        distill=dict(epochs=4, lr=3e-3, lambda1=4.0, lambda2=1.0, schedule="onecycle",
-                     milestones=(), occlusion=dict(p=1.0, min_frac=0.1, max_frac=0.5)),
-        table6=("teacher",),
+        distill=dict(epochs=4, lr=3e-3, lambda1=1.0, lambda2=1.0, schedule="onecycle",
+                     milestones=(), occlusion=dict(p=0.25, min_frac=0.1, max_frac=0.3)),
+        kd_literal=True, table6=("teacher",),
         fig6=dict(supernets=("hrsupernet",), ratios=(0.6, 0.3, 0.15)),
         fps_batches=(1, 8, 32, 128), fps_runs=5),
     # Sec. 4.3 on 300-W: a GPU job
@@ -87,9 +91,9 @@ PROFILES: dict[str, dict[str, Any]] = {
                      schedule="multistep", milestones=(30, 50)),
         slim=dict(epochs=60, lr=1e-4, alpha_lr=1.8e-4, l1=5e-5, weight_decay=4e-5,
                   schedule="multistep", milestones=(40, 50), threshold=0.0017, params_ratio=None),
-        distill=dict(epochs=60, lr=1e-4, lambda1=4.0, lambda2=1.0, schedule="multistep",
-                     milestones=(40, 50), occlusion=dict(p=1.0, min_frac=0.1, max_frac=0.5)),
-        table6=("teacher", "teacher_peers"),
+        distill=dict(epochs=60, lr=1e-4, schedule="multistep", milestones=(40, 50),
+                     **PAPER_KD_300W),
+        kd_literal=False, table6=("teacher", "teacher_peers"),
         fig6=dict(supernets=("hrsupernet", "hrnet", "hrsupernet_residual", "hrnet_residual"),
                   ratios=(0.6, 0.45, 0.3, 0.2, 0.1)),
         fps_batches=(1, 2, 4, 8, 16, 32, 64, 128), fps_runs=20),
@@ -106,7 +110,9 @@ with its own training settings (the HRNet facial code's Adam 1e-4, x0.1 at epoch
 weight ``l1``, pruning ``threshold``, or (``params_ratio`` not None) the threshold that keeps
 that fraction of the supernet's parameters (:func:`.slimming.threshold_for_ratio`). ``distill`` (Eq. 4): the two students' fine-tuning from
 the slimmed weights, ``lambda1`` (ensemble) and ``lambda2`` (teacher), ``occlusion`` the
-masked-input rectangles (:func:`lmklib.data.transforms.random_occlusion`). ``table6``: the KD
+masked-input rectangles (:func:`lmklib.data.transforms.random_occlusion`). ``kd_literal``: also
+distil with :data:`PAPER_KD_300W` (where ``distill`` departs from it), so that the notebook shows
+both numbers. ``table6``: the KD
 ablation rows trained besides "none" (the undistilled S-HRNet) and the full scheme.
 ``fig6``: the supernets slimmed for Fig. 6 and the parameter fractions they are pruned to.
 
@@ -124,13 +130,23 @@ loss's gradient on the alphas, several times larger with the cross-entropy than 
 (:func:`.slimming.alpha_gradient_rms`; 3.9x at initialisation here), in a search 7.5x shorter. At the paper's 5e-5 the alphas barely separate and
 which operations the ratio keeps is close to arbitrary (measured by
 ``scripts/sd_hrnet_kd_study.py --slim-l1`` on 200 held-out training faces, 4 fine-tuning epochs:
-22 of 132 operations kept, S-HRNet 7.85 %; at 5e-4, 53 kept, 6.04 %)."""
+22 of 132 operations kept, S-HRNet 7.85 %; at 5e-4, 53 kept, 6.04 %). The students distil with
+the paper's lambda2 = 1 but lambda1 = 1, not 4, and masks on a quarter of their inputs with
+sides up to 30 % (the paper gives neither rate nor size): with :data:`PAPER_KD_300W` the four
+epochs leave them behind the S-HRNet fine-tuned alone (the same study, students 1 / 2: 7.06 /
+7.12 % against 6.31 %; the paper's lambdas with these masks 6.41 / 6.39 %; these settings 6.23 /
+6.20 %). ``kd_literal`` trains the paper's setting beside them."""
 
 
 def resolve_profile(profile: str) -> dict[str, Any]:
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
     return copy.deepcopy(PROFILES[profile])
+
+
+def with_paper_kd(cfg: dict) -> dict[str, Any]:
+    """``cfg`` with its distillation set as the paper sets it on 300-W (:data:`PAPER_KD_300W`)."""
+    return {**cfg, "distill": {**cfg["distill"], **copy.deepcopy(PAPER_KD_300W)}}
 
 
 def device(cfg: dict) -> str:
