@@ -518,6 +518,24 @@ def test_decode_of_logit_maps_is_shift_invariant(cfg):
     assert np.array_equal(T.decode(maps - 100.0, cfg), up)               # the same logits
 
 
+def test_paper_kd_is_sec_4_3_on_300w_and_only_quick_departs_from_it():
+    """The paper profile distils with Sec. 4.3's 300-W weights (lambda1 = 4, lambda2 = 1) and a
+    mask on every input; quick departs from them and trains them beside its own (kd_literal);
+    with_paper_kd puts them back and keeps the rest of the settings."""
+    paper, quick = T.resolve_profile("paper"), T.resolve_profile("quick")
+    assert {k: paper["distill"][k] for k in T.PAPER_KD_300W} == T.PAPER_KD_300W
+    assert T.PAPER_KD_300W == {"lambda1": 4.0, "lambda2": 1.0,
+                               "occlusion": {"p": 1.0, "min_frac": 0.1, "max_frac": 0.5}}
+    assert not paper["kd_literal"] and quick["kd_literal"]
+    assert (quick["distill"]["lambda1"], quick["distill"]["occlusion"]["p"]) == (1.0, 0.25)
+    lit = T.with_paper_kd(quick)
+    assert {k: lit["distill"][k] for k in T.PAPER_KD_300W} == T.PAPER_KD_300W
+    assert {k: v for k, v in lit["distill"].items() if k not in T.PAPER_KD_300W} == \
+        {k: v for k, v in quick["distill"].items() if k not in T.PAPER_KD_300W}
+    lit["distill"]["occlusion"]["p"] = 0.5                 # a copy: the constant stays
+    assert T.PAPER_KD_300W["occlusion"]["p"] == 1.0 and quick["distill"]["lambda1"] == 1.0
+
+
 def test_paper_profile_builds_the_papers_networks_and_runs_one_step():
     """The paper profile (Sec. 4.3) is the same code path: its supernet and teacher are the
     paper-width HRSuperNet and HRNetV2-W18, and one search step runs (on 2 faces at 64 px)."""
