@@ -155,8 +155,8 @@ class BoundRatio:
     ratio: float         # median of the blocks' latency / bound
 
 
-def bound_ratio(model: nn.Module, example: tuple, blocks: int = 10, runs: int = 20,
-                threads: int = 1) -> BoundRatio:
+def bound_ratio(model: Callable, example: tuple, blocks: int = 10, runs: int = 20,
+                threads: int = 1, work: float | None = None) -> BoundRatio:
     """How far ``model(*example)`` runs from its arithmetic on this CPU: its :func:`flops` at
     the rate of a plain convolution (:func:`conv_gflops`), against its :func:`latency`.
 
@@ -164,8 +164,12 @@ def bound_ratio(model: nn.Module, example: tuple, blocks: int = 10, runs: int = 
     calls of the model (after 5 warm-up calls, which also restore its caches); the ratio is the
     median of the pairs' ratios. On a shared host whose speed drifts, each pair sees one state
     of it: with the rate taken once at the start of a run, the same code's ratio moved 2x
-    between runs."""
-    work = flops(model, *example)
+    between runs.
+
+    ``work`` gives the FLOPs where :func:`flops` cannot count ``model``'s own (a TorchScript
+    graph, timed as :func:`latency` times any callable: pass its eager module's count)."""
+    if work is None:
+        work = flops(model, *example)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

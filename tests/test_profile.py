@@ -83,3 +83,8 @@ def test_bound_ratio_counts_the_models_flops_and_pairs_the_blocks():
     assert r.mflop == 2 * 8 * 3 * 9 * 16 * 16 / 1e6                 # 0.110592
     assert r.bound_ms == pytest.approx(r.mflop * 1e6 / (r.gflops * 1e9) * 1e3, rel=1e-12)
     assert r.ratio > 0 and r.median_ms > 0 and torch.get_num_threads() == threads
+    # a callable flops() cannot count (a TorchScript graph) takes its count from the caller
+    graph = torch.jit.trace(conv, x)
+    g = profile.bound_ratio(graph, (x,), blocks=3, runs=2, work=2 * r.mflop * 1e6)
+    assert g.mflop == 2 * r.mflop and g.bound_ms == pytest.approx(
+        g.mflop * 1e6 / (g.gflops * 1e9) * 1e3, rel=1e-12) and g.median_ms > 0
