@@ -112,8 +112,8 @@ that fraction of the supernet's parameters (:func:`.slimming.threshold_for_ratio
 the slimmed weights, ``lambda1`` (ensemble) and ``lambda2`` (teacher), ``occlusion`` the
 masked-input rectangles (:func:`lmklib.data.transforms.random_occlusion`). ``kd_literal``: also
 distil with :data:`PAPER_KD_300W` (where ``distill`` departs from it), so that the notebook shows
-both numbers. ``table6``: the KD
-ablation rows trained besides "none" (the undistilled S-HRNet) and the full scheme.
+both numbers. ``table6``: the KD ablation rows trained besides "none" (the undistilled S-HRNet)
+and the full scheme.
 ``fig6``: the supernets slimmed for Fig. 6 and the parameter fractions they are pruned to.
 
 Quick is the paper's recipe scaled to two CPU cores: 96 px faces, a narrower supernet
