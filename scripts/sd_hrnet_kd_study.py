@@ -16,10 +16,10 @@ weights with each variant of ``04_sd_hrnet``'s recipe for each of ``--epochs``:
   faces; or sides up to 30 % instead of 50 %); the teacher term, one student, unmasked; and the
   same with the masks' random numbers drawn but no mask applied (the control for the masked
   run's different augmentation stream);
-* the full scheme with masks on a quarter of the faces, sides up to 30 %; and the profile's own
-  distillation settings.
+* the full scheme with masks on a quarter of the faces, sides up to 30 %; the profile's own
+  distillation settings; and lambda1 = 1 with those masks and the teacher term weighed 2 or 4.
 
-``--variants`` picks some of them by number (0-10, in this order); ``--slim-l1`` searches with
+``--variants`` picks some of them by number (0-12, in this order); ``--slim-l1`` searches with
 another Eq. 2 lambda (each cached network is keyed on the settings it was trained with); ``--tune-seeds`` fine-tunes
 each with several seeds (data order, augmentation, masks; the supernet stays the one of
 ``--seed``), so a difference can be set against the spread between seeds.
@@ -63,6 +63,11 @@ VARIANTS = {   # name -> (distill() switches or None for the plain fine-tuning, 
     "teacher + peers + masks on a quarter of the faces, sides up to 30 %": (
         dict(), {**_PAPER, "occlusion": {**_OCC, "p": 0.25, "max_frac": 0.3}}),
     "the profile's distillation": (dict(), {}),
+    # the teacher term weighed more (the paper: lambda2 = 1 on 300-W, 0.1 on COFW and WFLW)
+    "teacher x2 + peers (lambda1 = 1) + masks on a quarter, sides up to 30 %": (
+        dict(), {**_PAPER, "lambda1": 1.0, "lambda2": 2.0, "occlusion": {**_OCC, "p": 0.25, "max_frac": 0.3}}),
+    "teacher x4 + peers (lambda1 = 1) + masks on a quarter, sides up to 30 %": (
+        dict(), {**_PAPER, "lambda1": 1.0, "lambda2": 4.0, "occlusion": {**_OCC, "p": 0.25, "max_frac": 0.3}}),
 }
 
 
