@@ -47,6 +47,7 @@ from lmklib.train import load_checkpoint, save_checkpoint
 
 _PAPER = T.PAPER_KD_300W                  # lambda1 = 4, lambda2 = 1, a mask on every student input
 _OCC = _PAPER["occlusion"]
+_QUARTER = {**_OCC, "p": 0.25, "max_frac": 0.3}   # masks on a quarter of the inputs, sides up to 30 %
 VARIANTS = {   # name -> (distill() switches or None for the plain fine-tuning, distill settings)
     "S-HRNet (heatmap loss only)": (None, {}),
     "teacher + peers, unmasked": (dict(masked=False), _PAPER),
@@ -61,13 +62,13 @@ VARIANTS = {   # name -> (distill() switches or None for the plain fine-tuning, 
     "teacher + masks drawn, none applied (one student)": (dict(peers=False),
                                                           {**_PAPER, "occlusion": {**_OCC, "p": 0.0}}),
     "teacher + peers + masks on a quarter of the faces, sides up to 30 %": (
-        dict(), {**_PAPER, "occlusion": {**_OCC, "p": 0.25, "max_frac": 0.3}}),
+        dict(), {**_PAPER, "occlusion": _QUARTER}),
     "the profile's distillation": (dict(), {}),
     # the teacher term weighed more (the paper: lambda2 = 1 on 300-W, 0.1 on COFW and WFLW)
     "teacher x2 + peers (lambda1 = 1) + masks on a quarter, sides up to 30 %": (
-        dict(), {**_PAPER, "lambda1": 1.0, "lambda2": 2.0, "occlusion": {**_OCC, "p": 0.25, "max_frac": 0.3}}),
+        dict(), {**_PAPER, "lambda1": 1.0, "lambda2": 2.0, "occlusion": _QUARTER}),
     "teacher x4 + peers (lambda1 = 1) + masks on a quarter, sides up to 30 %": (
-        dict(), {**_PAPER, "lambda1": 1.0, "lambda2": 4.0, "occlusion": {**_OCC, "p": 0.25, "max_frac": 0.3}}),
+        dict(), {**_PAPER, "lambda1": 1.0, "lambda2": 4.0, "occlusion": _QUARTER}),
 }
 
 
