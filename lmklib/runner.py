@@ -148,6 +148,34 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+#: SIMD levels that change which CPU kernels torch and oneDNN run, best first.
+_SIMD = ("avx512f", "avx2", "avx", "sse4_2")
+
+
+def cpu(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The processor a report was computed on: ``model`` (``/proc/cpuinfo``'s model name, else
+    ``platform.processor()``), ``simd`` (the best of :data:`_SIMD` its flags list, None when
+    unknown) and ``count``. A seed gives the same numbers run after run on one machine, but
+    oneDNN picks its convolution kernels by the instruction set (one convolution's output
+    changes under ``ONEDNN_MAX_CPU_ISA=AVX2`` on an AVX-512 host), so trained networks drift
+    from one processor to another (04_sd_hrnet quick at one commit: S-HRNet 5.57 % on an
+    earlier host, 5.48 % on an AVX-512 AMD EPYC); the manifest says which one it was.
+    ``cpuinfo``: the file's text (tests)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    return {"model": fields.get("model name") or platform.processor() or None,
+            "simd": next((f for f in _SIMD if f in flags), None), "count": os.cpu_count()}
+
+
 def datasets_found(root: Path) -> dict[str, Any]:
     """Which datasets the data root holds (via the data catalog when available)."""
     try:
@@ -396,8 +424,7 @@ def _execute(path: Path, tmp: Path, root: Path, droot: Path, profile: str, seed:
         "data_root": str(droot), "datasets_found": datasets_found(droot), "parameters": injected,
         "started": started.isoformat(timespec="seconds"),
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "wall_seconds": round(seconds, 2), "platform": platform.platform(),
-        "cpu_count": os.cpu_count()})
+        "wall_seconds": round(seconds, 2), "platform": platform.platform(), "cpu": cpu()})
     swap_in(tmp, root / name)
     return RunResult(name, True, seconds, root / name, params=injected)
 

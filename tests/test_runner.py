@@ -68,6 +68,7 @@ def test_reproduce_writes_reports_and_index(notebooks, tmp_path):
     assert manifest["profile"] == "smoke" and manifest["seed"] == 3
     assert manifest["packages"]["torch"] and manifest["wall_seconds"] > 0
     assert {"commit", "started", "finished", "data_root", "datasets_found"} <= set(manifest)
+    assert manifest["cpu"]["count"] == os.cpu_count() and "simd" in manifest["cpu"]
     index = (reports_dir / "README.md").read_text()
     assert "## a_good" in index and "| answer | 45 |" in index and "figures/line.png" in index
 
@@ -396,3 +397,12 @@ def test_a_run_killed_in_a_cell_loses_nothing_and_the_rerun_completes(tmp_path):
     assert all(c.metadata["papermill"]["status"] == "completed" for c in executed.cells)
     assert staging(reports_dir) == []
     assert set(tmpdir.glob("lmk-fixtures-*")) == left_by_kill
+
+
+def test_cpu_reads_model_and_best_simd_level():
+    text = ("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse4_2 avx avx2 avx512f\n\n"
+            "processor\t: 1\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse4_2 avx avx2 avx512f\n")
+    info = runner.cpu(text)
+    assert info["model"] == "AMD EPYC 9R14" and info["simd"] == "avx512f"
+    assert runner.cpu("model name : Old\nflags : fpu sse4_2 avx\n")["simd"] == "avx"
+    assert runner.cpu("flags : fpu\n")["simd"] is None
